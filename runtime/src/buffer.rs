@@ -1,0 +1,91 @@
+//! The bound on what sluice holds between ingest and delivery, in entries and bytes.
+//!
+//! A push takes a [`Charge`] for all its entries before it is handed to the pipeline; the charge
+//! travels with the data into the sinks' batches and is released when the last piece of that
+//! data is delivered or dropped. When the budget is spent, ingest answers 429 instead of growing
+//! memory, so memory is bounded end to end, not only in front of the pipeline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The shared budget.
+#[derive(Debug)]
+pub struct Budget {
+    max_entries: u64,
+    max_bytes: u64,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Entries and bytes taken from a [`Budget`]; given back on drop.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<Budget>,
+    entries: u64,
+    bytes: u64,
+}
+
+impl Budget {
+    pub fn new(max_entries: u64, max_bytes: u64) -> Arc<Self> {
+        Arc::new(Self { max_entries, max_bytes, entries: AtomicU64::new(0), bytes: AtomicU64::new(0) })
+    }
+
+    /// Takes `entries` and `bytes` if both fit, else `None`. A single request larger than the
+    /// whole budget is admitted when the budget is empty, so it cannot be refused forever.
+    pub fn try_charge(self: &Arc<Self>, entries: u64, bytes: u64) -> Option<Charge> {
+        let take = |counter: &AtomicU64, amount: u64, max: u64| {
+            counter
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                    (held == 0 || held + amount <= max).then_some(held + amount)
+                })
+                .is_ok()
+        };
+        if !take(&self.entries, entries, self.max_entries) {
+            return None;
+        }
+        if !take(&self.bytes, bytes, self.max_bytes) {
+            self.entries.fetch_sub(entries, Ordering::AcqRel);
+            return None;
+        }
+        Some(Charge { budget: Arc::clone(self), entries, bytes })
+    }
+
+    /// Entries currently held.
+    pub fn entries(&self) -> u64 {
+        self.entries.load(Ordering::Acquire)
+    }
+
+    /// Bytes currently held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.entries.fetch_sub(self.entries, Ordering::AcqRel);
+        self.budget.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_are_bounded_and_released_on_drop() {
+        let budget = Budget::new(10, 1000);
+        let a = budget.try_charge(6, 100).expect("fits");
+        assert!(budget.try_charge(5, 100).is_none(), "entries exceed");
+        let b = budget.try_charge(4, 900).expect("fits exactly");
+        assert!(budget.try_charge(0, 1).is_none(), "bytes exceed");
+        assert_eq!((budget.entries(), budget.bytes()), (10, 1000));
+        drop(a);
+        drop(b);
+        assert_eq!((budget.entries(), budget.bytes()), (0, 0));
+        let huge = budget.try_charge(50, 5000).expect("oversized request admitted into an empty budget");
+        assert!(budget.try_charge(1, 1).is_none());
+        drop(huge);
+        assert_eq!(budget.entries(), 0);
+    }
+}

@@ -1,0 +1,772 @@
+//! The sluice configuration file: serde structs with `deny_unknown_fields`, `${VAR}` and
+//! `${VAR:-default}` substitution, and [`Config::validate`] that reports every problem with its
+//! location. Defaults live here and nowhere else; the README's config reference mirrors the doc
+//! comments below.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+/// One problem in a configuration, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// A path such as `routes[1].selector`, or `line 12` for problems found before parsing.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} problem{} in the configuration:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+fn err(location: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { location: location.into(), message: message.into() }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Directory for sluice's own state: the local archive of the embedded default, and later
+    /// the write-ahead log and the compiled-plugin cache.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Tenants: the default tenant, authentication, per-tenant limits.
+    #[serde(default)]
+    pub tenants: TenantsConfig,
+    /// Validation limits applied to every tenant unless overridden (Loki's defaults).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Bound on what sluice holds in memory between ingest and the sinks.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Named sinks that routes send to.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Ordered routes; the first that matches a stream wins unless it says `continue: true`.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Where streams go that match no route. Absent: to every configured sink.
+    #[serde(default)]
+    pub default_route: Option<DefaultRouteConfig>,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted as sent (compressed); larger ones get 413.
+    pub max_body_size: ByteSize,
+    /// Largest body after decompression (Loki's `max_recv_msg_size`, 100 MiB); larger ones get
+    /// 413, detected without inflating the whole body.
+    pub max_decompressed_size: ByteSize,
+    /// How long shutdown may take to flush in-flight batches to the sinks.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Threads that run pipeline stages; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3100)),
+            max_body_size: ByteSize::mib(32),
+            max_decompressed_size: ByteSize::mib(100),
+            shutdown_timeout: Duration::from_secs(30),
+            workers: 0,
+        }
+    }
+}
+
+/// Tenants, from the `X-Scope-OrgID` header.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantsConfig {
+    /// Tenant of requests without `X-Scope-OrgID` (Loki's single-tenant name is `fake`).
+    pub default: String,
+    /// Reject (401) tenants that have no `auth` entry below.
+    pub require_auth: bool,
+    /// Per-tenant credentials and limit overrides, by tenant name.
+    pub overrides: BTreeMap<String, TenantConfig>,
+}
+
+impl Default for TenantsConfig {
+    fn default() -> Self {
+        Self { default: "fake".into(), require_auth: false, overrides: BTreeMap::new() }
+    }
+}
+
+/// One tenant's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Credentials this tenant's pushes must carry.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Limits that differ from the global `limits` (any subset of its keys).
+    #[serde(default)]
+    pub limits: Option<serde_yaml_ng::Mapping>,
+}
+
+/// Credentials, usually given as `${ENV}` references: either `bearer_token`, or `username`
+/// and `password` for basic auth.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Basic-auth user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic-auth password.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl AuthConfig {
+    /// The problem with this combination of fields, if any.
+    fn check(&self) -> Result<(), &'static str> {
+        match (&self.bearer_token, &self.username, &self.password) {
+            (Some(t), None, None) if !t.is_empty() => Ok(()),
+            (None, Some(u), Some(_)) if !u.is_empty() => Ok(()),
+            (Some(_), _, _) if self.username.is_some() || self.password.is_some() => {
+                Err("give either bearer_token or username and password, not both")
+            }
+            (Some(_), _, _) => Err("bearer_token is empty"),
+            (None, None, None) => Err("give bearer_token, or username and password"),
+            _ => Err("basic auth needs a non-empty username and a password"),
+        }
+    }
+}
+
+/// Loki's per-tenant validation limits, with Loki's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most labels a stream may have.
+    pub max_label_names_per_series: usize,
+    /// Longest label name, in bytes.
+    pub max_label_name_length: usize,
+    /// Longest label value, in bytes.
+    pub max_label_value_length: usize,
+    /// Longest line (Loki's `256KB`, i.e. 256,000 bytes).
+    pub max_line_size: ByteSize,
+    /// Truncate longer lines to `max_line_size` instead of rejecting them.
+    pub max_line_size_truncate: bool,
+    /// Reject entries older than `reject_old_samples_max_age`.
+    pub reject_old_samples: bool,
+    /// Oldest acceptable entry age.
+    #[serde(with = "humantime_serde")]
+    pub reject_old_samples_max_age: Duration,
+    /// How far in the future an entry may be.
+    #[serde(with = "humantime_serde")]
+    pub creation_grace_period: Duration,
+    /// Most bytes of structured metadata per entry (names plus values).
+    pub max_structured_metadata_size: ByteSize,
+    /// Most structured-metadata pairs per entry.
+    pub max_structured_metadata_entries_count: usize,
+    /// Sustained ingest rate per tenant in line bytes per second; 0 turns the limit off.
+    pub ingestion_rate: ByteSize,
+    /// Burst allowed above `ingestion_rate`; 0 means the same as the rate.
+    pub ingestion_burst_size: ByteSize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_label_names_per_series: 15,
+            max_label_name_length: 1024,
+            max_label_value_length: 2048,
+            max_line_size: ByteSize::kb(256),
+            max_line_size_truncate: false,
+            reject_old_samples: true,
+            reject_old_samples_max_age: Duration::from_secs(7 * 24 * 3600),
+            creation_grace_period: Duration::from_secs(600),
+            max_structured_metadata_size: ByteSize::kb(64),
+            max_structured_metadata_entries_count: 128,
+            ingestion_rate: ByteSize::b(0),
+            ingestion_burst_size: ByteSize::b(0),
+        }
+    }
+}
+
+/// The bound on entries held between ingest and delivery; pushes beyond it get 429.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most entries in flight.
+    pub max_entries: usize,
+    /// Most bytes in flight (lines, metadata and per-entry overhead).
+    pub max_bytes: ByteSize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { max_entries: 500_000, max_bytes: ByteSize::mib(64) }
+    }
+}
+
+/// A destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Forward to Loki's push API.
+    Loki(LokiSinkConfig),
+    /// Write NDJSON files to a local directory.
+    File(FileSinkConfig),
+}
+
+/// The Loki sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiSinkConfig {
+    /// Loki's base URL (`http://loki:3100`) or full push URL (`…/loki/api/v1/push`).
+    pub url: String,
+    /// Send every batch under this tenant instead of the tenant it arrived with.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Flush a tenant's batch when it reaches this many bytes of lines and metadata.
+    #[serde(default = "default_loki_batch_size")]
+    pub batch_size: ByteSize,
+    /// Flush a tenant's batch at the latest this long after its first entry.
+    #[serde(default = "default_batch_wait", with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Push requests in flight at once.
+    #[serde(default = "default_loki_concurrency")]
+    pub max_concurrency: usize,
+    /// Timeout of one push request.
+    #[serde(default = "default_loki_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retry policy for 429, 5xx and network errors.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Extra request headers (e.g. for a proxy in front of Loki).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Credentials sent to Loki.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// Exponential backoff with full jitter; `Retry-After` from Loki is honoured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First delay.
+    #[serde(with = "humantime_serde")]
+    pub min_backoff: Duration,
+    /// Largest delay.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Attempts before a batch is dropped (counted as `retries_exhausted`); 0 retries until
+    /// shutdown, holding the queue so that ingest answers 429 instead of losing lines.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+            max_attempts: 0,
+        }
+    }
+}
+
+/// The local NDJSON file sink (see the README for the layout).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Directory to write to. Default: `<data_dir>/archive`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Start a new file when the current one for a partition reaches this size.
+    #[serde(default = "default_file_batch_size")]
+    pub batch_size: ByteSize,
+    /// Write out what is buffered at least this often.
+    #[serde(default = "default_batch_wait", with = "humantime_serde")]
+    pub batch_wait: Duration,
+}
+
+/// A route: which streams go to which sinks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics and logs; default `route-<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Tenants this route applies to; empty means all.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Loki stream selector, e.g. `{namespace="airflow", app=~"ml-.*"}`; absent matches all.
+    #[serde(default)]
+    pub selector: Option<String>,
+    /// Sinks that receive the matching streams.
+    pub sinks: Vec<String>,
+    /// Keep evaluating later routes after this one matched.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+}
+
+/// Where streams that match no route go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultRouteConfig {
+    /// Sinks; an empty list drops unmatched streams (counted as `no_route`).
+    pub sinks: Vec<String>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("sluice-data")
+}
+fn default_loki_batch_size() -> ByteSize {
+    ByteSize::mib(1)
+}
+fn default_file_batch_size() -> ByteSize {
+    ByteSize::mib(16)
+}
+fn default_batch_wait() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_loki_concurrency() -> usize {
+    4
+}
+fn default_loki_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Name of the file sink in the embedded default.
+pub const DEFAULT_FILE_SINK: &str = "local";
+/// Name of the Loki sink that `--loki-url` adds to the embedded default.
+pub const DEFAULT_LOKI_SINK: &str = "loki";
+
+impl Config {
+    /// The embedded default: a local NDJSON archive under the data dir, every stream routed to it.
+    pub fn embedded_default() -> Self {
+        let file = FileSinkConfig {
+            path: None,
+            batch_size: default_file_batch_size(),
+            batch_wait: default_batch_wait(),
+        };
+        Self {
+            server: ServerConfig::default(),
+            data_dir: default_data_dir(),
+            tenants: TenantsConfig::default(),
+            limits: Limits::default(),
+            queue: QueueConfig::default(),
+            sinks: BTreeMap::from([(DEFAULT_FILE_SINK.to_string(), SinkConfig::File(file))]),
+            routes: Vec::new(),
+            default_route: None,
+        }
+    }
+
+    /// Reads, substitutes `${VAR}`s, and parses a file. Semantic checks are [`Config::validate`].
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![err(path.display().to_string(), format!("cannot read: {e}"))])
+        })?;
+        Self::parse(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses YAML text, looking up `${VAR}` with `env`.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
+        let text = substitute_env(text, env).map_err(ConfigErrors)?;
+        // An empty file is the embedded default's structure with no sinks: treat as `{}`.
+        let text = if text.trim().is_empty() { "{}".to_string() } else { text };
+        let de = serde_yaml_ng::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let location = match inner.location() {
+                Some(l) if path == "." => format!("line {}", l.line()),
+                Some(l) => format!("{path} (line {})", l.line()),
+                None => path.clone(),
+            };
+            // serde_yaml_ng appends " at line X column Y"; the location already says where.
+            let message = inner.to_string();
+            let message = message.split(" at line ").next().unwrap_or(&message);
+            let message = message.strip_prefix(&format!("{path}: ")).unwrap_or(message).to_string();
+            ConfigErrors(vec![err(location, message)])
+        })
+    }
+
+    /// Applies the command line's overrides.
+    pub fn apply_overrides(&mut self, o: &Overrides) -> Result<(), ConfigErrors> {
+        if let Some(listen) = o.listen {
+            self.server.listen = listen;
+        }
+        if let Some(dir) = &o.data_dir {
+            self.data_dir = dir.clone();
+        }
+        if let Some(url) = &o.loki_url {
+            let mut found = false;
+            for sink in self.sinks.values_mut() {
+                if let SinkConfig::Loki(loki) = sink {
+                    loki.url = url.clone();
+                    found = true;
+                }
+            }
+            if !found {
+                if o.from_file {
+                    return Err(ConfigErrors(vec![err(
+                        "--loki-url",
+                        "the configuration file has no sink of type `loki` whose url it could set; add one under `sinks`",
+                    )]));
+                }
+                self.sinks.insert(DEFAULT_LOKI_SINK.into(), SinkConfig::Loki(LokiSinkConfig::new(url)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every semantic problem, each with its location. Selectors are compiled by the caller's
+    /// `check_selector`, so this module does not depend on the router.
+    pub fn validate(&self, check_selector: impl Fn(&str) -> Result<(), String>) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        if self.tenants.default.is_empty() {
+            errors.push(err("tenants.default", "must not be empty"));
+        }
+        for (tenant, t) in &self.tenants.overrides {
+            if let Some(Err(e)) = t.auth.as_ref().map(AuthConfig::check) {
+                errors.push(err(format!("tenants.overrides.{tenant}.auth"), e));
+            }
+            if let Err(e) = self.limits_for_override(t) {
+                errors.push(err(format!("tenants.overrides.{tenant}.limits"), e));
+            }
+        }
+        if self.queue.max_entries == 0 {
+            errors.push(err("queue.max_entries", "must be at least 1"));
+        }
+        if self.queue.max_bytes.as_u64() == 0 {
+            errors.push(err("queue.max_bytes", "must be larger than 0"));
+        }
+        if self.server.max_body_size.as_u64() == 0 || self.server.max_decompressed_size.as_u64() == 0 {
+            errors.push(err("server", "max_body_size and max_decompressed_size must be larger than 0"));
+        }
+        if self.sinks.is_empty() {
+            errors.push(err("sinks", "no sinks configured: add at least one (type `loki` or `file`)"));
+        }
+        for (name, sink) in &self.sinks {
+            if let SinkConfig::Loki(loki) = sink {
+                let at = format!("sinks.{name}");
+                if let Err(e) = loki.push_url() {
+                    errors.push(err(format!("{at}.url"), e));
+                }
+                if loki.max_concurrency == 0 {
+                    errors.push(err(format!("{at}.max_concurrency"), "must be at least 1"));
+                }
+                if loki.retry.min_backoff > loki.retry.max_backoff {
+                    errors.push(err(format!("{at}.retry"), "min_backoff is larger than max_backoff"));
+                }
+                if let Some(Err(e)) = loki.auth.as_ref().map(AuthConfig::check) {
+                    errors.push(err(format!("{at}.auth"), e));
+                }
+                for header in loki.headers.keys() {
+                    if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                        errors.push(err(format!("{at}.headers.{header}"), "not a valid HTTP header name"));
+                    }
+                }
+            }
+        }
+        let check_sinks = |at: String, sinks: &[String], errors: &mut Vec<ConfigError>| {
+            for s in sinks {
+                if !self.sinks.contains_key(s) {
+                    let known: Vec<_> = self.sinks.keys().map(String::as_str).collect();
+                    errors.push(err(at.clone(), format!("unknown sink `{s}` (configured: {})", known.join(", "))));
+                }
+            }
+        };
+        let mut names = BTreeMap::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if route.sinks.is_empty() {
+                errors.push(err(format!("{at}.sinks"), "a route needs at least one sink"));
+            }
+            check_sinks(format!("{at}.sinks"), &route.sinks, &mut errors);
+            if let Some(sel) = &route.selector
+                && let Err(e) = check_selector(sel)
+            {
+                errors.push(err(format!("{at}.selector"), e));
+            }
+            if let Some(previous) = names.insert(route_name(i, route), i) {
+                errors.push(err(format!("{at}.name"), format!("same name as routes[{previous}]")));
+            }
+        }
+        if let Some(default) = &self.default_route {
+            check_sinks("default_route.sinks".into(), &default.sinks, &mut errors);
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// The limits of one tenant: the global ones with its overrides applied.
+    pub fn limits_for(&self, tenant: &str) -> Limits {
+        match self.tenants.overrides.get(tenant) {
+            Some(t) => self.limits_for_override(t).unwrap_or_else(|_| self.limits.clone()),
+            None => self.limits.clone(),
+        }
+    }
+
+    fn limits_for_override(&self, t: &TenantConfig) -> Result<Limits, String> {
+        let Some(overrides) = &t.limits else { return Ok(self.limits.clone()) };
+        let mut merged = serde_yaml_ng::to_value(&self.limits).map_err(|e| e.to_string())?;
+        if let serde_yaml_ng::Value::Mapping(m) = &mut merged {
+            for (k, v) in overrides {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        serde_yaml_ng::from_value(merged).map_err(|e| e.to_string())
+    }
+}
+
+/// The name a route goes by in metrics and logs.
+pub fn route_name(index: usize, route: &RouteConfig) -> String {
+    route.name.clone().unwrap_or_else(|| format!("route-{index}"))
+}
+
+impl LokiSinkConfig {
+    /// A Loki sink with every default, for `url`.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            tenant: None,
+            batch_size: default_loki_batch_size(),
+            batch_wait: default_batch_wait(),
+            max_concurrency: default_loki_concurrency(),
+            timeout: default_loki_timeout(),
+            retry: RetryConfig::default(),
+            headers: BTreeMap::new(),
+            auth: None,
+        }
+    }
+
+    /// The push endpoint: `url` itself when it has a path, else `url` + `/loki/api/v1/push`.
+    pub fn push_url(&self) -> Result<String, String> {
+        let uri: http::Uri = self.url.parse().map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err(format!("`{}` must start with http:// or https://", self.url)),
+        }
+        if uri.host().is_none() {
+            return Err(format!("`{}` has no host", self.url));
+        }
+        Ok(match uri.path() {
+            "" | "/" => format!("{}/loki/api/v1/push", self.url.trim_end_matches('/')),
+            _ => self.url.clone(),
+        })
+    }
+}
+
+/// Settings from the command line that take precedence over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub loki_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    /// Whether a configuration file was given (`--loki-url` adds a sink only to the default).
+    pub from_file: bool,
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. Every unset variable without
+/// a default is reported with its line.
+fn substitute_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, Vec<ConfigError>> {
+    let mut out = String::with_capacity(text.len());
+    let mut errors = Vec::new();
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(tail) = after.strip_prefix('$') {
+                out.push('$');
+                rest = tail;
+            } else if let Some(body) = after.strip_prefix('{') {
+                let Some(end) = body.find('}') else {
+                    errors.push(err(format!("line {}", n + 1), "`${` without a closing `}`"));
+                    out.push_str(&rest[i..]);
+                    rest = "";
+                    break;
+                };
+                let expr = &body[..end];
+                let (name, default) = match expr.split_once(":-") {
+                    Some((name, default)) => (name, Some(default)),
+                    None => (expr, None),
+                };
+                let valid = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !name.as_bytes()[0].is_ascii_digit();
+                if !valid {
+                    errors.push(err(format!("line {}", n + 1), format!("`${{{expr}}}` is not a valid variable reference")));
+                } else {
+                    match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+                        (Some(v), _) => out.push_str(&v),
+                        (None, Some(d)) => out.push_str(d),
+                        (None, None) => errors.push(err(
+                            format!("line {}", n + 1),
+                            format!("environment variable `{name}` is not set (use `${{{name}:-default}}` for a default)"),
+                        )),
+                    }
+                }
+                rest = &body[end + 1..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "TOKEN" => Some("s3cret".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    fn no_selector_check(_: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    #[test]
+    fn substitutes_variables_defaults_and_escapes() {
+        let text = "a: ${TOKEN}\nb: ${MISSING:-fallback}\nc: $$HOME\nd: ${EMPTY:-x}\ne: $5\n";
+        let out = substitute_env(text, env).expect("substitutes");
+        assert_eq!(out, "a: s3cret\nb: fallback\nc: $HOME\nd: x\ne: $5\n");
+    }
+
+    #[test]
+    fn reports_every_unset_variable_with_its_line() {
+        let errors = substitute_env("a: ${ONE}\nb: ok\nc: ${TWO}\nd: ${bad-name}\n", env).expect_err("unset");
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 3, "{shown:?}");
+        assert!(shown[0].starts_with("line 1: environment variable `ONE`"), "{}", shown[0]);
+        assert!(shown[1].starts_with("line 3: environment variable `TWO`"), "{}", shown[1]);
+        assert!(shown[2].starts_with("line 4: `${bad-name}`"), "{}", shown[2]);
+    }
+
+    #[test]
+    fn parses_a_full_config_with_human_units() {
+        let text = r#"
+server:
+  listen: 0.0.0.0:3100
+  max_body_size: 4MiB
+  shutdown_timeout: 5s
+tenants:
+  overrides:
+    team-a:
+      auth: { bearer_token: "${TOKEN}" }
+      limits: { max_line_size: 1KB }
+sinks:
+  loki: { type: loki, url: "http://loki:3100", batch_wait: 250ms }
+  local: { type: file }
+routes:
+  - selector: '{app="x"}'
+    sinks: [loki]
+    continue: true
+"#;
+        let cfg = Config::parse(text, env).expect("parses");
+        assert_eq!(cfg.server.max_body_size, ByteSize::mib(4));
+        assert_eq!(cfg.server.shutdown_timeout, Duration::from_secs(5));
+        assert!(cfg.routes[0].continue_matching);
+        cfg.validate(no_selector_check).expect("valid");
+        assert_eq!(cfg.limits_for("team-a").max_line_size, ByteSize::kb(1));
+        assert_eq!(cfg.limits_for("team-a").max_label_names_per_series, 15);
+        assert_eq!(cfg.limits_for("other").max_line_size, ByteSize::kb(256));
+        let Some(SinkConfig::Loki(loki)) = cfg.sinks.get("loki") else { panic!("loki sink") };
+        assert_eq!(loki.push_url().expect("url"), "http://loki:3100/loki/api/v1/push");
+        assert_eq!(loki.batch_wait, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let e = Config::parse("sinks:\n  a: { type: loki, url: 'http://x', bach_size: 1MiB }\n", env)
+            .expect_err("unknown key");
+        let shown = e.to_string();
+        assert!(shown.contains("sinks.a"), "{shown}");
+        assert!(shown.contains("bach_size"), "{shown}");
+        let e = Config::parse("servr: {}\n", env).expect_err("unknown top-level key");
+        assert!(e.to_string().contains("servr"), "{e}");
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let text = r#"
+sinks:
+  loki: { type: loki, url: "ftp://nowhere", max_concurrency: 0 }
+routes:
+  - sinks: [lokki]
+    selector: "{bad"
+  - sinks: []
+default_route: { sinks: [nope] }
+tenants:
+  overrides:
+    t: { limits: { max_line_size: "huge" }, auth: { bearer_token: x, username: y } }
+"#;
+        let cfg = Config::parse(text, env).expect("parses");
+        let errors = cfg
+            .validate(|s| if s.starts_with("{bad") { Err("unclosed selector".into()) } else { Ok(()) })
+            .expect_err("invalid");
+        let locations: Vec<&str> = errors.0.iter().map(|e| e.location.as_str()).collect();
+        for expected in [
+            "sinks.loki.url",
+            "sinks.loki.max_concurrency",
+            "routes[0].sinks",
+            "routes[0].selector",
+            "routes[1].sinks",
+            "default_route.sinks",
+            "tenants.overrides.t.limits",
+            "tenants.overrides.t.auth",
+        ] {
+            assert!(locations.contains(&expected), "missing {expected} in {locations:?}");
+        }
+    }
+
+    #[test]
+    fn loki_url_override_adds_a_sink_only_to_the_default() {
+        let mut cfg = Config::embedded_default();
+        let o = Overrides { loki_url: Some("http://127.0.0.1:9".into()), ..Default::default() };
+        cfg.apply_overrides(&o).expect("applies");
+        assert!(matches!(cfg.sinks.get(DEFAULT_LOKI_SINK), Some(SinkConfig::Loki(_))));
+        assert!(cfg.sinks.contains_key(DEFAULT_FILE_SINK));
+
+        let mut cfg = Config::parse("sinks: { f: { type: file } }", env).expect("parses");
+        let o = Overrides { from_file: true, ..o };
+        let e = cfg.apply_overrides(&o).expect_err("no loki sink");
+        assert_eq!(e.0[0].location, "--loki-url");
+    }
+}

@@ -1,0 +1,12 @@
+//! sluice: a gateway in front of Grafana Loki that runs plugins on every pushed batch.
+//!
+//! Data flows one way: [`ingest`] (HTTP) → [`decode`] → [`route`] → [`pipeline`] (stages on a
+//! CPU pool) → [`sink`]s. [`buffer`] bounds what is held in between; [`app`] wires the parts
+//! together and owns shutdown.
+
+pub mod buffer;
+pub mod config;
+pub mod decode;
+pub mod model;
+pub mod proto;
+pub mod sink;

@@ -1,0 +1,196 @@
+//! Sinks: where processed batches go. Each sink is a tokio task fed by an unbounded channel
+//! (bounded in effect by the [`Budget`](crate::buffer::Budget) charge every input carries); it
+//! batches per tenant by size and age with [`Batcher`], delivers, and on shutdown (its channel
+//! closed) flushes everything it holds before it returns.
+
+pub mod file;
+pub mod loki;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::buffer::Charge;
+use crate::config::SinkConfig;
+use crate::model::{Batch, Entry, LabelSet, Stream};
+
+/// What a sink receives: a processed batch and the budget charge that holds its memory.
+#[derive(Debug)]
+pub struct SinkInput {
+    pub batch: Batch,
+    pub charge: Arc<Charge>,
+}
+
+/// The sending side of a sink's channel.
+pub type SinkSender = mpsc::UnboundedSender<SinkInput>;
+
+/// A sink that could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink `{name}`: {message}")]
+    Start { name: String, message: String },
+}
+
+/// Starts the sink `name`; it runs until every sender is dropped and it has flushed.
+pub fn spawn(name: &str, config: &SinkConfig, data_dir: &Path) -> Result<(SinkSender, JoinHandle<()>), SinkError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let start_err = |message: String| SinkError::Start { name: name.to_string(), message };
+    let task = match config {
+        SinkConfig::Loki(c) => {
+            let sink = loki::LokiSink::new(name, c).map_err(start_err)?;
+            tokio::spawn(sink.run(rx))
+        }
+        SinkConfig::File(c) => {
+            let dir = c.path.clone().unwrap_or_else(|| data_dir.join("archive"));
+            let sink = file::FileSink::new(name, dir, c).map_err(start_err)?;
+            tokio::spawn(sink.run(rx))
+        }
+    };
+    Ok((tx, task))
+}
+
+/// One tenant's batch being filled.
+#[derive(Debug)]
+pub struct Pending {
+    pub batch: Batch,
+    /// Bytes of lines and metadata, the unit of `batch_size`.
+    pub bytes: usize,
+    pub entries: usize,
+    /// Charges of the inputs whose entries are in here; dropped once delivered.
+    pub charges: Vec<Arc<Charge>>,
+    started: Instant,
+    index: HashMap<LabelSet, usize>,
+}
+
+impl Pending {
+    fn new(tenant: Arc<str>, now: Instant) -> Self {
+        Self { batch: Batch::new(tenant), bytes: 0, entries: 0, charges: Vec::new(), started: now, index: HashMap::new() }
+    }
+
+    fn add(&mut self, labels: &LabelSet, entry: Entry) {
+        self.bytes += entry.line.len() + entry.metadata_size();
+        self.entries += 1;
+        let streams = &mut self.batch.streams;
+        let i = *self.index.entry(labels.clone()).or_insert_with(|| {
+            streams.push(Stream { labels: labels.clone(), entries: Vec::new() });
+            streams.len() - 1
+        });
+        self.batch.streams[i].entries.push(entry);
+    }
+
+    fn hold(&mut self, charge: &Arc<Charge>) {
+        if !self.charges.last().is_some_and(|c| Arc::ptr_eq(c, charge)) {
+            self.charges.push(Arc::clone(charge));
+        }
+    }
+}
+
+/// Gathers entries per tenant into batches of at most `max_bytes` (a single larger entry makes
+/// a batch of its own), emitted when full or `max_wait` after their first entry. Streams with
+/// the same labels are merged and keep their entries' order.
+#[derive(Debug)]
+pub struct Batcher {
+    max_bytes: usize,
+    max_wait: Duration,
+    pending: HashMap<Arc<str>, Pending>,
+}
+
+impl Batcher {
+    pub fn new(max_bytes: usize, max_wait: Duration) -> Self {
+        Self { max_bytes: max_bytes.max(1), max_wait, pending: HashMap::new() }
+    }
+
+    /// Adds an input; returns the batches it filled.
+    pub fn push(&mut self, input: SinkInput) -> Vec<Pending> {
+        let now = Instant::now();
+        let SinkInput { batch, charge } = input;
+        let tenant = batch.tenant;
+        let mut full = Vec::new();
+        for stream in batch.streams {
+            for entry in stream.entries {
+                let size = entry.line.len() + entry.metadata_size();
+                let pending = self.pending.entry(Arc::clone(&tenant)).or_insert_with(|| Pending::new(Arc::clone(&tenant), now));
+                if pending.entries > 0 && pending.bytes + size > self.max_bytes {
+                    let done = std::mem::replace(pending, Pending::new(Arc::clone(&tenant), now));
+                    full.push(done);
+                }
+                pending.add(&stream.labels, entry);
+                pending.hold(&charge);
+            }
+        }
+        full
+    }
+
+    /// Batches whose wait is over at `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<Pending> {
+        let expired: Vec<Arc<str>> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.started) >= self.max_wait)
+            .map(|(t, _)| Arc::clone(t))
+            .collect();
+        expired.iter().filter_map(|t| self.pending.remove(t)).collect()
+    }
+
+    /// Everything held, e.g. at shutdown.
+    pub fn drain(&mut self) -> Vec<Pending> {
+        self.pending.drain().map(|(_, p)| p).collect()
+    }
+
+    /// When the oldest held batch is due, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.started + self.max_wait).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::Budget;
+
+    fn input(tenant: &str, app: &str, lines: &[&str]) -> SinkInput {
+        let labels = LabelSet::new(vec![("app".into(), app.into())]);
+        let entries = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Entry { timestamp_ns: i as i64, line: l.to_string(), metadata: vec![] })
+            .collect();
+        let budget = Budget::new(1000, 1_000_000);
+        let charge = Arc::new(budget.try_charge(lines.len() as u64, 100).expect("fits"));
+        SinkInput { batch: Batch { tenant: tenant.into(), streams: vec![Stream { labels, entries }] }, charge }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_by_size_merging_streams_in_order() {
+        let mut b = Batcher::new(10, Duration::from_secs(1));
+        assert!(b.push(input("t", "a", &["1234", "5678"])).is_empty());
+        let full = b.push(input("t", "a", &["9abc", "d"]));
+        assert_eq!(full.len(), 1);
+        let lines: Vec<&str> = full[0].batch.streams[0].entries.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(lines, ["1234", "5678"]);
+        assert_eq!(full[0].charges.len(), 1);
+        let rest = b.drain();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].batch.streams.len(), 1, "same labels merged into one stream");
+        assert_eq!(rest[0].entries, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_by_age_per_tenant() {
+        let mut b = Batcher::new(1 << 20, Duration::from_secs(1));
+        b.push(input("t1", "a", &["x"]));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        b.push(input("t2", "a", &["y"]));
+        assert_eq!(b.next_deadline(), Some(Instant::now() + Duration::from_millis(400)));
+        tokio::time::advance(Duration::from_millis(400)).await;
+        let due = b.due(Instant::now());
+        assert_eq!(due.len(), 1);
+        assert_eq!(&*due[0].batch.tenant, "t1");
+        assert!(b.due(Instant::now()).is_empty());
+    }
+}
