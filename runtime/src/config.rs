@@ -391,9 +391,8 @@ impl Config {
 
     /// Reads, substitutes `${VAR}`s, and parses a file. Semantic checks are [`Config::validate`].
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![err(path.display().to_string(), format!("cannot read: {e}"))])
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![err(path.display().to_string(), format!("cannot read: {e}"))]))?;
         Self::parse(&text, |name| std::env::var(name).ok())
     }
 
@@ -501,7 +500,10 @@ impl Config {
             for s in sinks {
                 if !self.sinks.contains_key(s) {
                     let known: Vec<_> = self.sinks.keys().map(String::as_str).collect();
-                    errors.push(err(at.clone(), format!("unknown sink `{s}` (configured: {})", known.join(", "))));
+                    errors.push(err(
+                        at.clone(),
+                        format!("unknown sink `{s}` (configured: {})", known.join(", ")),
+                    ));
                 }
             }
         };
@@ -624,7 +626,10 @@ fn substitute_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<St
                     && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                     && !name.as_bytes()[0].is_ascii_digit();
                 if !valid {
-                    errors.push(err(format!("line {}", n + 1), format!("`${{{expr}}}` is not a valid variable reference")));
+                    errors.push(err(
+                        format!("line {}", n + 1),
+                        format!("`${{{expr}}}` is not a valid variable reference"),
+                    ));
                 } else {
                     match (env(name).filter(|v| !v.is_empty() || default.is_none()), default) {
                         (Some(v), _) => out.push_str(&v),

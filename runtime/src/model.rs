@@ -38,10 +38,7 @@ impl LabelSet {
 
     /// The value of label `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
-            .ok()
-            .map(|i| self.pairs[i].1.as_str())
+        self.pairs.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| self.pairs[i].1.as_str())
     }
 
     /// Stable hash of the sorted pairs.
@@ -166,11 +163,7 @@ impl Batch {
 
     /// Bytes of log lines only (the "input MB" of the benchmarks).
     pub fn line_bytes(&self) -> usize {
-        self.streams
-            .iter()
-            .flat_map(|s| &s.entries)
-            .map(|e| e.line.len())
-            .sum()
+        self.streams.iter().flat_map(|s| &s.entries).map(|e| e.line.len()).sum()
     }
 }
 

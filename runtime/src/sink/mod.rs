@@ -37,7 +37,11 @@ pub enum SinkError {
 }
 
 /// Starts the sink `name`; it runs until every sender is dropped and it has flushed.
-pub fn spawn(name: &str, config: &SinkConfig, data_dir: &Path) -> Result<(SinkSender, JoinHandle<()>), SinkError> {
+pub fn spawn(
+    name: &str,
+    config: &SinkConfig,
+    data_dir: &Path,
+) -> Result<(SinkSender, JoinHandle<()>), SinkError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let start_err = |message: String| SinkError::Start { name: name.to_string(), message };
     let task = match config {
@@ -69,7 +73,14 @@ pub struct Pending {
 
 impl Pending {
     fn new(tenant: Arc<str>, now: Instant) -> Self {
-        Self { batch: Batch::new(tenant), bytes: 0, entries: 0, charges: Vec::new(), started: now, index: HashMap::new() }
+        Self {
+            batch: Batch::new(tenant),
+            bytes: 0,
+            entries: 0,
+            charges: Vec::new(),
+            started: now,
+            index: HashMap::new(),
+        }
     }
 
     fn add(&mut self, labels: &LabelSet, entry: Entry) {
@@ -114,7 +125,10 @@ impl Batcher {
         for stream in batch.streams {
             for entry in stream.entries {
                 let size = entry.line.len() + entry.metadata_size();
-                let pending = self.pending.entry(Arc::clone(&tenant)).or_insert_with(|| Pending::new(Arc::clone(&tenant), now));
+                let pending = self
+                    .pending
+                    .entry(Arc::clone(&tenant))
+                    .or_insert_with(|| Pending::new(Arc::clone(&tenant), now));
                 if pending.entries > 0 && pending.bytes + size > self.max_bytes {
                     let done = std::mem::replace(pending, Pending::new(Arc::clone(&tenant), now));
                     full.push(done);
@@ -162,7 +176,10 @@ mod tests {
             .collect();
         let budget = Budget::new(1000, 1_000_000);
         let charge = Arc::new(budget.try_charge(lines.len() as u64, 100).expect("fits"));
-        SinkInput { batch: Batch { tenant: tenant.into(), streams: vec![Stream { labels, entries }] }, charge }
+        SinkInput {
+            batch: Batch { tenant: tenant.into(), streams: vec![Stream { labels, entries }] },
+            charge,
+        }
     }
 
     #[tokio::test(start_paused = true)]
