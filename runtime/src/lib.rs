@@ -4,9 +4,15 @@
 //! CPU pool) → [`sink`]s. [`buffer`] bounds what is held in between; [`app`] wires the parts
 //! together and owns shutdown.
 
+pub mod app;
 pub mod buffer;
+pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod ingest;
 pub mod model;
+pub mod pipeline;
 pub mod proto;
+pub mod route;
 pub mod sink;
+pub mod telemetry;

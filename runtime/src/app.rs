@@ -1,0 +1,128 @@
+//! Wiring: starts the sinks, the pipeline workers and the HTTP server, and owns shutdown.
+//!
+//! Shutdown runs front to back so nothing accepted is dropped on the way: stop answering ready,
+//! stop accepting and finish in-flight requests, let the workers drain their queues, then let
+//! each sink flush what it holds — all within `server.shutdown_timeout`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::buffer::Budget;
+use crate::config::Config;
+use crate::ingest::{self, Ingest};
+use crate::pipeline::{Pipeline, RoutePlan};
+use crate::route::Router;
+use crate::{sink, telemetry};
+
+/// Runs until SIGTERM or SIGINT, then shuts down.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = match telemetry::init_metrics() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!("metrics disabled: {e}");
+            None
+        }
+    };
+    let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
+    let mut senders = Vec::new();
+    let mut sink_tasks = Vec::new();
+    for (name, sink_config) in &config.sinks {
+        let (tx, task) = sink::spawn(name, sink_config, &config.data_dir)?;
+        senders.push(tx);
+        sink_tasks.push((name.clone(), task));
+    }
+    let router = Router::new(&config, &sink_names)?;
+    let plans = (0..router.len())
+        .map(|i| {
+            let route = router.route(i);
+            let sinks = route.sinks.iter().map(|&s| senders[s].clone()).collect();
+            RoutePlan { name: route.name.clone(), stages: Vec::new(), sinks }
+        })
+        .collect();
+    // Only the workers hold sink senders now, so sinks end once the workers have.
+    drop(senders);
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let (pipeline, worker_handles) = Pipeline::start(workers, plans)?;
+    let pipeline = Arc::new(pipeline);
+    let budget = Budget::new(config.queue.max_entries as u64, config.queue.max_bytes.as_u64());
+    let state = Arc::new(Ingest::new(&config, router, Arc::clone(&pipeline), Arc::clone(&budget), metrics));
+
+    let listen = config.server.listen;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr().context("listening socket has no address")?;
+    tracing::info!(listen = %local, sinks = ?sink_names, workers, data_dir = %config.data_dir.display(), "sluice is ready");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal_state = Arc::clone(&state);
+    let server = axum::serve(listener, ingest::app(Arc::clone(&state))).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        signal_state.ready.store(false, Ordering::Release);
+        tracing::info!("shutting down: no new requests; flushing what was accepted");
+        let _ = stop_tx.send(());
+    });
+    let server = tokio::spawn(async move { server.await });
+    let _ = stop_rx.await;
+
+    let timeout = config.server.shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let drained = tokio::time::timeout_at(deadline, async {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("server error: {e}"),
+            Err(e) => tracing::error!("server task failed: {e}"),
+        }
+        pipeline.close();
+        let _ = tokio::task::spawn_blocking(move || {
+            for handle in worker_handles {
+                let _ = handle.join();
+            }
+        })
+        .await;
+        for (name, task) in sink_tasks {
+            if let Err(e) = task.await {
+                tracing::error!(sink = %name, "sink task failed: {e}");
+            }
+        }
+    })
+    .await;
+    drop(state);
+    if drained.is_err() {
+        anyhow::bail!(
+            "shutdown did not finish within {} (server.shutdown_timeout): {} entries ({} bytes) were not delivered",
+            humantime::format_duration(timeout),
+            budget.entries(),
+            budget.bytes()
+        );
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

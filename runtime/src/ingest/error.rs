@@ -1,0 +1,71 @@
+//! The one error type of the HTTP boundary: every variant knows its status code and says what
+//! went wrong in words a client's operator can act on.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::decode::DecodeError;
+
+/// Why a push was not (fully) accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("request body exceeds the limit of {limit} bytes (server.max_body_size)")]
+    BodyTooLarge { limit: u64 },
+    #[error("cannot read the request body: {0}")]
+    Body(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error(
+        "ingestion rate limit exceeded for tenant `{tenant}`: limit {rate} bytes/s, this push has {bytes} bytes of lines"
+    )]
+    RateLimited { tenant: String, rate: u64, bytes: usize },
+    #[error(
+        "sluice is at capacity ({entries} entries, {bytes} bytes in flight; queue.max_entries / queue.max_bytes): retry later"
+    )]
+    QueueFull { entries: u64, bytes: u64 },
+    #[error("sluice is shutting down: send to another replica or retry later")]
+    ShuttingDown,
+    /// Part of the push was invalid; the valid part was accepted, as Loki does.
+    #[error("{0}")]
+    Rejected(String),
+    #[error("the push was accepted but could not be processed: {0}")]
+    NotProcessed(String),
+}
+
+impl IngestError {
+    /// The status Loki would answer with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Decode(e) => e.status(),
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Body(_) | Self::Rejected(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } | Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotProcessed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, format!("{self}\n")).into_response();
+        let headers = response.headers_mut();
+        match self {
+            Self::QueueFull { .. } | Self::RateLimited { .. } | Self::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer, Basic realm=\"sluice\""),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}

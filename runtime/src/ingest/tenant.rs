@@ -1,0 +1,256 @@
+//! Tenants: who a push belongs to (`X-Scope-OrgID`), whether its credentials are right, its
+//! validation limits, and its ingestion-rate bucket.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use base64::Engine;
+use http::HeaderMap;
+
+use crate::config::{AuthConfig, Config, Limits};
+use crate::ingest::IngestError;
+
+/// Resolved tenant settings.
+#[derive(Debug)]
+pub struct Tenants {
+    default: Arc<str>,
+    require_auth: bool,
+    default_limits: Arc<Limits>,
+    known: HashMap<String, Known>,
+    buckets: Mutex<HashMap<Arc<str>, Bucket>>,
+}
+
+#[derive(Debug)]
+struct Known {
+    name: Arc<str>,
+    auth: Option<AuthConfig>,
+    limits: Arc<Limits>,
+}
+
+/// A tenant that passed authentication.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: Arc<str>,
+    pub limits: Arc<Limits>,
+}
+
+impl Tenants {
+    pub fn new(config: &Config) -> Self {
+        let known = config
+            .tenants
+            .overrides
+            .iter()
+            .map(|(name, t)| {
+                let known = Known {
+                    name: name.as_str().into(),
+                    auth: t.auth.clone(),
+                    limits: Arc::new(config.limits_for(name)),
+                };
+                (name.clone(), known)
+            })
+            .collect();
+        Self {
+            default: config.tenants.default.as_str().into(),
+            require_auth: config.tenants.require_auth,
+            default_limits: Arc::new(config.limits.clone()),
+            known,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant of a request, after checking its id and credentials.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Tenant, IngestError> {
+        let name = match headers.get("x-scope-orgid") {
+            None => None,
+            Some(v) => {
+                let v = v.to_str().map_err(|_| unauthorized("X-Scope-OrgID is not valid text"))?.trim();
+                check_tenant_id(v)?;
+                Some(v)
+            }
+        };
+        let known = self.known.get(name.unwrap_or(&self.default));
+        let auth = known.and_then(|k| k.auth.as_ref());
+        match auth {
+            Some(auth) => check_credentials(auth, headers)?,
+            None if self.require_auth => {
+                return Err(unauthorized(format!(
+                    "tenant `{}` is not allowed: tenants.require_auth is on and it has no auth entry",
+                    name.unwrap_or(&self.default)
+                )));
+            }
+            None => {}
+        }
+        Ok(match (known, name) {
+            (Some(k), _) => Tenant { name: Arc::clone(&k.name), limits: Arc::clone(&k.limits) },
+            (None, Some(n)) => Tenant { name: n.into(), limits: Arc::clone(&self.default_limits) },
+            (None, None) => {
+                Tenant { name: Arc::clone(&self.default), limits: Arc::clone(&self.default_limits) }
+            }
+        })
+    }
+
+    /// Takes `bytes` from the tenant's token bucket, if its rate limit is on.
+    pub fn admit_rate(&self, tenant: &Tenant, bytes: usize) -> Result<(), IngestError> {
+        let rate = tenant.limits.ingestion_rate.as_u64();
+        if rate == 0 {
+            return Ok(());
+        }
+        let burst = match tenant.limits.ingestion_burst_size.as_u64() {
+            0 => rate,
+            b => b,
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.entry(Arc::clone(&tenant.name)).or_insert_with(|| Bucket::full(burst));
+        if bucket.take(bytes as f64, rate as f64, burst as f64, Instant::now()) {
+            Ok(())
+        } else {
+            Err(IngestError::RateLimited { tenant: tenant.name.to_string(), rate, bytes })
+        }
+    }
+}
+
+fn unauthorized(message: impl Into<String>) -> IngestError {
+    IngestError::Unauthorized(message.into())
+}
+
+/// Loki's tenant id rules: at most 150 bytes of `[a-zA-Z0-9!\-_.*'()]`, and not `.` or `..`.
+fn check_tenant_id(id: &str) -> Result<(), IngestError> {
+    let ok_char = |b: u8| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b);
+    if id.is_empty() || id.len() > 150 || id == "." || id == ".." || !id.bytes().all(ok_char) {
+        return Err(unauthorized(format!(
+            "invalid tenant id `{}` in X-Scope-OrgID: use 1 to 150 characters of a-z, A-Z, 0-9 and !-_.*'(), not `.` or `..`",
+            id.escape_default()
+        )));
+    }
+    Ok(())
+}
+
+fn check_credentials(auth: &AuthConfig, headers: &HeaderMap) -> Result<(), IngestError> {
+    let given = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ok = match (&auth.bearer_token, &auth.username, &auth.password) {
+        (Some(token), _, _) => {
+            given.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        }
+        (None, Some(user), Some(pass)) => given
+            .strip_prefix("Basic ")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .is_some_and(|pair| constant_time_eq(&pair, format!("{user}:{pass}").as_bytes())),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else if given.is_empty() {
+        Err(unauthorized("this tenant requires credentials: send an Authorization header"))
+    } else {
+        Err(unauthorized("the credentials in the Authorization header are not valid for this tenant"))
+    }
+}
+
+/// Compares without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: u64) -> Self {
+        Self { tokens: burst as f64, at: Instant::now() }
+    }
+
+    /// Refills for the time passed, then takes `amount` if there is that much.
+    fn take(&mut self, amount: f64, rate: f64, burst: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = now;
+        if amount <= self.tokens {
+            self.tokens -= amount;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn tenants(yaml: &str) -> Tenants {
+        let config = Config::parse(yaml, |_| None).expect("parses");
+        Tenants::new(&config)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn tenant_from_header_or_default_with_valid_ids_only() {
+        let t = tenants("tenants: { default: anon }");
+        assert_eq!(&*t.authenticate(&headers(&[])).expect("default").name, "anon");
+        assert_eq!(&*t.authenticate(&headers(&[("x-scope-orgid", "team-a")])).expect("ok").name, "team-a");
+        for bad in ["..", "a/b", "a b", &"x".repeat(151)] {
+            let e = t.authenticate(&headers(&[("x-scope-orgid", bad)])).expect_err(bad);
+            assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED);
+            assert!(e.to_string().contains("invalid tenant id"), "{e}");
+        }
+    }
+
+    #[test]
+    fn per_tenant_credentials() {
+        let t = tenants(
+            "tenants: { overrides: { a: { auth: { bearer_token: tok } }, b: { auth: { username: u, password: p } } } }",
+        );
+        let a = |auth: Option<&str>| {
+            let mut h = headers(&[("x-scope-orgid", "a")]);
+            if let Some(v) = auth {
+                h.insert("authorization", HeaderValue::from_str(v).expect("header"));
+            }
+            t.authenticate(&h)
+        };
+        assert!(a(Some("Bearer tok")).is_ok());
+        assert!(a(Some("Bearer nope")).expect_err("wrong").to_string().contains("not valid"));
+        assert!(a(None).expect_err("missing").to_string().contains("requires credentials"));
+        let basic = base64::engine::general_purpose::STANDARD.encode("u:p");
+        let h = headers(&[("x-scope-orgid", "b"), ("authorization", &format!("Basic {basic}"))]);
+        assert!(t.authenticate(&h).is_ok());
+        assert!(t.authenticate(&headers(&[("x-scope-orgid", "open")])).is_ok(), "unlisted tenants are open");
+
+        let strict =
+            tenants("tenants: { require_auth: true, overrides: { a: { auth: { bearer_token: tok } } } }");
+        let e = strict.authenticate(&headers(&[("x-scope-orgid", "open")])).expect_err("not listed");
+        assert!(e.to_string().contains("require_auth"), "{e}");
+    }
+
+    #[test]
+    fn token_bucket_refills_at_the_rate() {
+        let start = Instant::now();
+        let mut b = Bucket { tokens: 100.0, at: start };
+        assert!(b.take(80.0, 10.0, 100.0, start));
+        assert!(!b.take(30.0, 10.0, 100.0, start));
+        assert!(b.take(30.0, 10.0, 100.0, start + std::time::Duration::from_secs(1)));
+        assert!(!b.take(1.0, 10.0, 100.0, start + std::time::Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn rate_limit_uses_tenant_limits() {
+        let t = tenants("tenants: { overrides: { slow: { limits: { ingestion_rate: 1KB } } } }");
+        let slow = t.authenticate(&headers(&[("x-scope-orgid", "slow")])).expect("ok");
+        assert!(t.admit_rate(&slow, 900).is_ok());
+        let e = t.admit_rate(&slow, 900).expect_err("over the burst");
+        assert_eq!(e.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        let fast = t.authenticate(&headers(&[("x-scope-orgid", "fast")])).expect("ok");
+        assert!(t.admit_rate(&fast, 1 << 30).is_ok(), "limit off by default");
+    }
+}
