@@ -39,7 +39,7 @@
 //! per entry above debug; drops are logged once per batch.
 
 mod deliver;
-mod encode;
+pub mod encode;
 mod retry;
 
 #[cfg(test)]
