@@ -1,1 +1,17 @@
+//! End-to-end tests: the real `sluice` binary between real clients and a faithful test Loki.
+//!
+//! One test binary (as ripgrep does): `support` holds the harness, every other module a group
+//! of tests. Each test starts its own sluice in its own temp dir on a free 127.0.0.1 port.
 
+mod support;
+
+mod clients;
+mod default_config;
+mod ingest;
+mod metrics;
+mod resilience;
+mod routing;
+mod shutdown;
+mod tenants;
+mod validate_cmd;
+mod validation;
