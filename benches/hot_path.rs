@@ -124,7 +124,9 @@ fn benches(c: &mut Criterion) {
         })
     });
     group.bench_function("decode_protobuf_snappy", |b| {
-        b.iter(|| decode_push(&pb, BodyFormat::default(), Arc::clone(&tenant), &limits, max, now).expect("decodes"))
+        b.iter(|| {
+            decode_push(&pb, BodyFormat::default(), Arc::clone(&tenant), &limits, max, now).expect("decodes")
+        })
     });
     let gz = json_gzip_body(&batch);
     let json_format = BodyFormat { content_type: Some("application/json"), content_encoding: Some("gzip") };

@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use error::IngestError;
@@ -95,12 +95,16 @@ async fn metrics(State(s): State<Arc<Ingest>>) -> Response {
     }
 }
 
+/// How much of an unread body is read and thrown away after an early refusal, so the client
+/// gets the answer on a connection it can keep using; past this the connection is closed.
+const DRAIN_LIMIT: usize = 8 << 20;
+
 async fn push(State(s): State<Arc<Ingest>>, request: Request) -> Response {
     let started = Instant::now();
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let (tenant, result) = match s.tenants.authenticate(&parts.headers) {
         Ok(tenant) => {
-            let result = accept(&s, &tenant, &parts.headers, body).await;
+            let result = accept(&s, &tenant, &parts.headers, &mut body).await;
             (Some(tenant.name), result)
         }
         Err(e) => (None, Err(e)),
@@ -110,7 +114,13 @@ async fn push(State(s): State<Arc<Ingest>>, request: Request) -> Response {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::debug!(tenant = %tenant, status = e.status().as_u16(), error = %e, "push refused");
-            e.into_response()
+            let mut response = e.into_response();
+            // A client still sending would see a broken pipe instead of our answer if we
+            // closed now; read on (bounded) and keep the connection usable.
+            if !drain(&mut body, DRAIN_LIMIT).await {
+                response.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            response
         }
     };
     let status = response.status().as_u16().to_string();
@@ -119,7 +129,12 @@ async fn push(State(s): State<Arc<Ingest>>, request: Request) -> Response {
     response
 }
 
-async fn accept(s: &Ingest, tenant: &Tenant, headers: &HeaderMap, body: Body) -> Result<(), IngestError> {
+async fn accept(
+    s: &Ingest,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    body: &mut Body,
+) -> Result<(), IngestError> {
     let body = read_body(body, headers, s.max_body_size).await?;
     let t = tenant.name.to_string();
     metrics::counter!("sluice_ingest_received_bytes_total", "tenant" => t.clone())
@@ -168,18 +183,40 @@ async fn accept(s: &Ingest, tenant: &Tenant, headers: &HeaderMap, body: Body) ->
     Err(IngestError::Rejected(message))
 }
 
-/// Reads the whole body, refusing it as soon as it passes `limit` (before, if Content-Length says so).
-async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<bytes::Bytes, IngestError> {
+/// Reads the whole body, refusing it as soon as it passes `limit` (before, if Content-Length
+/// says so); what is left unread stays in `body`.
+async fn read_body(body: &mut Body, headers: &HeaderMap, limit: u64) -> Result<bytes::Bytes, IngestError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(IngestError::BodyTooLarge { limit });
     }
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(IngestError::BodyTooLarge { limit }),
-        Err(e) => Err(IngestError::Body(e.to_string())),
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // Trust the declared length for the first allocation only up to 1 MiB: a client could
+    // declare much and send little.
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n.min(1 << 20) as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| IngestError::Body(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(IngestError::BodyTooLarge { limit: limit as u64 });
+            }
+            buf.extend_from_slice(&data);
+        }
     }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards up to `limit` more bytes; true when the body has ended.
+async fn drain(body: &mut Body, limit: usize) -> bool {
+    let mut read = 0;
+    while read <= limit {
+        match body.frame().await {
+            None => return true,
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            Some(Err(_)) => return false,
+        }
+    }
+    false
 }
 
 /// Charges the budget, splits the batch by route and worker, and waits for the pipeline.
