@@ -118,7 +118,7 @@ fn read_bounded(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
 
     use super::*;
@@ -129,13 +129,13 @@ mod tests {
         e.finish().expect("in memory")
     }
 
-    fn raw_deflate(data: &[u8]) -> Vec<u8> {
+    pub(crate) fn raw_deflate(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).expect("in memory");
         e.finish().expect("in memory")
     }
 
-    fn zlib(data: &[u8]) -> Vec<u8> {
+    pub(crate) fn zlib(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).expect("in memory");
         e.finish().expect("in memory")

@@ -163,11 +163,10 @@ fn snappy_bound(limit: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use proptest::prelude::*;
     use prost::Message as _;
 
+    use super::decompress::tests::{gzip, raw_deflate as deflate, zlib};
     use super::*;
     use crate::proto::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
 
@@ -189,24 +188,6 @@ mod tests {
 
     fn snappy(data: &[u8]) -> Vec<u8> {
         snap::raw::Encoder::new().compress_vec(data).expect("compresses")
-    }
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(data).expect("in memory");
-        e.finish().expect("in memory")
-    }
-
-    fn deflate(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(data).expect("in memory");
-        e.finish().expect("in memory")
-    }
-
-    fn zlib(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(data).expect("in memory");
-        e.finish().expect("in memory")
     }
 
     fn decode(body: &[u8], ct: Option<&str>, ce: Option<&str>, limit: usize) -> Result<Decoded, DecodeError> {
