@@ -492,6 +492,11 @@ impl Config {
                 for header in loki.headers.keys() {
                     if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                         errors.push(err(format!("{at}.headers.{header}"), "not a valid HTTP header name"));
+                    } else if header.eq_ignore_ascii_case("x-scope-orgid") {
+                        errors.push(err(
+                            format!("{at}.headers.{header}"),
+                            "set the tenant with `tenant`, not a header",
+                        ));
                     }
                 }
             }
@@ -732,7 +737,7 @@ routes:
     fn validate_reports_every_problem() {
         let text = r#"
 sinks:
-  loki: { type: loki, url: "ftp://nowhere", max_concurrency: 0 }
+  loki: { type: loki, url: "ftp://nowhere", max_concurrency: 0, headers: { X-Scope-OrgID: t } }
 routes:
   - sinks: [lokki]
     selector: "{bad"
@@ -750,6 +755,7 @@ tenants:
         for expected in [
             "sinks.loki.url",
             "sinks.loki.max_concurrency",
+            "sinks.loki.headers.X-Scope-OrgID",
             "routes[0].sinks",
             "routes[0].selector",
             "routes[1].sinks",
