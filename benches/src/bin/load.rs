@@ -1,0 +1,156 @@
+//! The end-to-end load driver: starts the real `sluice` for each configuration and body format,
+//! pushes the reference workload at it, and writes `<out>/<name>.md` and `<out>/<name>.json`.
+//!
+//! `cargo build --release -p sluice -p sluice-benches && target/release/load`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+
+use sluice_benches::driver::{self, BodyFormat, KNOWN_CONFIGS, Row, RunSettings};
+use sluice_benches::procfs;
+use sluice_benches::report::Report;
+use sluice_benches::workload::rfc3339_micros;
+
+/// Pushes the reference workload at the real sluice binary and reports throughput, CPU per
+/// million lines, latency at half the maximum rate, peak memory and correctness.
+#[derive(Debug, Parser)]
+#[command(name = "load")]
+struct Args {
+    /// The sluice binary. Default: `sluice` beside this program (target/release/sluice).
+    #[arg(long)]
+    sluice: Option<PathBuf>,
+    /// Configurations to measure (comma-separated). chain-wasm, chain-native and chain-fanout
+    /// need the plugin host and are reported as not available yet.
+    #[arg(long, value_delimiter = ',', default_value = "passthrough,chain-wasm,chain-native,chain-fanout")]
+    configs: Vec<String>,
+    /// Body formats (comma-separated).
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "protobuf,json-gzip")]
+    formats: Vec<BodyFormat>,
+    /// Length of each measured phase (max rate, half rate).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured push time before the max-rate phase.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Workload seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Distinct pushes generated (and cycled through).
+    #[arg(long, default_value_t = 300)]
+    pushes: usize,
+    /// Tenant (`X-Scope-OrgID`) of the pushes.
+    #[arg(long, default_value = "bench")]
+    tenant: String,
+    /// Directory for the results.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    out: PathBuf,
+    /// Base name of the result files: `<out>/<name>.md` and `<out>/<name>.json`.
+    #[arg(long, default_value = "latest")]
+    name: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for c in &args.configs {
+        if !KNOWN_CONFIGS.contains(&c.as_str()) {
+            bail!("unknown configuration {c:?}; known: {}", KNOWN_CONFIGS.join(", "));
+        }
+    }
+    if args.connections == 0 || args.pushes == 0 || args.duration.is_zero() {
+        bail!("--connections, --pushes and --duration must be positive");
+    }
+    let sluice = match args.sluice.clone() {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("sluice"),
+    };
+    if !sluice.is_file() {
+        bail!("{} does not exist; build it with: cargo build --release -p sluice", sluice.display());
+    }
+    let ticks = procfs::clock_ticks();
+    let loadavg_before = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+
+    eprintln!("generating {} pushes (seed {})…", args.pushes, args.seed);
+    let prepared = driver::prepare(args.seed, args.pushes, &args.formats);
+    let protobuf = prepared.bodies.get(&BodyFormat::Protobuf).context("protobuf bodies")?;
+    eprintln!("measuring the floor…");
+    let floor = driver::floor(protobuf, ticks, Duration::from_secs(2))?;
+    eprintln!("floor: {:.3} CPU s per million lines", floor.cpu_s_per_m_lines);
+
+    let settings = RunSettings {
+        sluice,
+        duration: args.duration,
+        warmup: args.warmup,
+        connections: args.connections,
+        tenant: args.tenant.clone(),
+        ticks,
+    };
+    // One thread: the driver must leave the cores to sluice.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut rows = Vec::new();
+    for config in &args.configs {
+        for &format in &args.formats {
+            let bodies = std::sync::Arc::clone(&prepared.bodies[&format]);
+            if driver::config_yaml(config, "").is_some() {
+                eprintln!("{config} / {}…", format.name());
+            }
+            let mut row = runtime
+                .block_on(driver::run_variant(&settings, config, bodies))
+                .unwrap_or_else(|e| Row::status_only(config, format, format!("failed: {e:#}")));
+            row.floor_multiple = row.max_rate.as_ref().map(|m| m.cpu_s_per_m_lines / floor.cpu_s_per_m_lines);
+            rows.push(row);
+        }
+    }
+
+    let now_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let report = Report {
+        finished_at: rfc3339_micros(now_ns as i64)[..19].to_string() + "Z",
+        commit: commit(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg_before,
+        seed: args.seed,
+        phase_seconds: args.duration.as_secs_f64(),
+        connections: args.connections,
+        distinct_pushes: args.pushes,
+        mean_entries_per_push: protobuf.mean_entries(),
+        mean_body_bytes: prepared
+            .bodies
+            .values()
+            .map(|b| (b.format.name().to_string(), b.mean_body()))
+            .collect(),
+        workload: prepared.summary,
+        floor,
+        rows,
+    };
+    let (md, json) = report.write(&args.out, &args.name)?;
+    println!("{}", report.table());
+    println!("floor: {:.3} CPU s per million lines", report.floor.cpu_s_per_m_lines);
+    println!("written: {} and {}", md.display(), json.display());
+    Ok(())
+}
+
+/// The work tree's commit, `+dirty` with uncommitted changes; `None` outside git.
+fn commit() -> Option<String> {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let out =
+        std::process::Command::new("git").args(["-C", dir, "rev-parse", "--short", "HEAD"]).output().ok()?;
+    let mut commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    if commit.is_empty() {
+        return None;
+    }
+    let status =
+        std::process::Command::new("git").args(["-C", dir, "status", "--porcelain"]).output().ok()?;
+    if !status.stdout.is_empty() {
+        commit.push_str("+dirty");
+    }
+    Some(commit)
+}

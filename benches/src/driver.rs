@@ -1,0 +1,614 @@
+//! The end-to-end load driver: for each configuration and body format, start the real `sluice`
+//! with a fresh data dir and a [`Receiver`] as its Loki, then
+//!
+//! 1. warm up, then push pre-encoded bodies back to back from N keep-alive connections for the
+//!    phase duration (max rate), wait until sluice's queue is empty and the receiver has
+//!    everything, and take lines/s and MB/s delivered, and sluice's CPU seconds per million
+//!    lines;
+//! 2. push at half that rate, open loop (push `k` is due at `start + k × interval`, whatever
+//!    happened to earlier pushes), and take each push's latency from when it was due to its
+//!    answer, so a stall shows up in the percentiles instead of slowing the sender;
+//! 3. compare the entries sluice accepted (204) with the entries the receiver got;
+//! 4. read peak RSS, stop sluice with SIGTERM.
+//!
+//! Nothing is generated or encoded on the measured path: bodies are encoded once, up front, and
+//! sent as shared [`Bytes`]. The driver (one thread) and the receiver (one thread) are kept cheap
+//! because they share the machine's cores with sluice; their CPU time is reported alongside.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message as _;
+use serde::Serialize;
+
+use crate::procfs;
+use crate::receiver::{Counts, Receiver};
+use crate::server::SluiceProcess;
+use crate::stats::Latencies;
+use crate::workload::{GenConfig, Generator, Push, Summary, Workload};
+
+/// Configuration names of `shared/BENCHMARK.md`.
+pub const KNOWN_CONFIGS: [&str; 4] = ["passthrough", "chain-wasm", "chain-native", "chain-fanout"];
+
+/// Wait after a 429 before the connection pushes again.
+const BACKOFF_429: Duration = Duration::from_millis(50);
+/// Longest wait for deliveries to settle after a phase.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the pushes are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BodyFormat {
+    /// protobuf with raw snappy, as Promtail and Alloy send.
+    Protobuf,
+    /// JSON with gzip.
+    JsonGzip,
+}
+
+impl BodyFormat {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyFormat::Protobuf => "protobuf",
+            BodyFormat::JsonGzip => "json-gzip",
+        }
+    }
+}
+
+/// Pre-encoded push bodies of one format, with what each holds.
+#[derive(Debug, Clone)]
+pub struct Bodies {
+    pub format: BodyFormat,
+    pub bodies: Vec<Bytes>,
+    pub entries: Vec<u64>,
+    pub line_bytes: Vec<u64>,
+}
+
+impl Bodies {
+    /// Encodes `pushes` in `format`.
+    pub fn encode(pushes: &[Push], workload: &Workload, format: BodyFormat) -> Self {
+        let bodies = pushes
+            .iter()
+            .map(|p| {
+                Bytes::from(match format {
+                    BodyFormat::Protobuf => p.protobuf_snappy(workload),
+                    BodyFormat::JsonGzip => p.json_gzip(workload),
+                })
+            })
+            .collect();
+        Self {
+            format,
+            bodies,
+            entries: pushes.iter().map(|p| p.entry_count() as u64).collect(),
+            line_bytes: pushes.iter().map(|p| p.line_bytes() as u64).collect(),
+        }
+    }
+
+    /// Mean entries per push.
+    pub fn mean_entries(&self) -> f64 {
+        self.entries.iter().sum::<u64>() as f64 / self.entries.len().max(1) as f64
+    }
+
+    /// Mean body size in bytes.
+    pub fn mean_body(&self) -> f64 {
+        self.bodies.iter().map(|b| b.len() as u64).sum::<u64>() as f64 / self.bodies.len().max(1) as f64
+    }
+}
+
+/// The workload, generated and encoded once per run.
+#[derive(Debug)]
+pub struct Prepared {
+    pub summary: Summary,
+    pub bodies: BTreeMap<BodyFormat, Arc<Bodies>>,
+    /// Every secret string of the workload (for receivers that check redaction).
+    pub secrets: Vec<String>,
+}
+
+/// Generates `pushes` pushes from `seed`, timestamps starting an hour ago, and encodes them in
+/// every format in `formats` (protobuf always, for the floor).
+pub fn prepare(seed: u64, pushes: usize, formats: &[BodyFormat]) -> Prepared {
+    let now_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let mut generator = Generator::new(seed, now_ns - 3_600_000_000_000, GenConfig::default());
+    let generated: Vec<Push> = (0..pushes).map(|_| generator.next_push()).collect();
+    let workload = generator.workload();
+    let mut bodies = BTreeMap::new();
+    for &format in formats.iter().chain([BodyFormat::Protobuf].iter()) {
+        bodies.entry(format).or_insert_with(|| Arc::new(Bodies::encode(&generated, workload, format)));
+    }
+    let secrets = generated.iter().flat_map(|p| p.secrets.iter().map(|s| s.value.clone())).collect();
+    Prepared { summary: Summary::of(&generated), bodies, secrets }
+}
+
+/// The floor: CPU time of only what any gateway must do with a protobuf push.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    /// Thread CPU seconds per million lines of snappy-decompress + prost-decode + prost-encode +
+    /// snappy-compress.
+    pub cpu_s_per_m_lines: f64,
+    pub lines: u64,
+    pub cpu_s: f64,
+}
+
+/// Runs the floor on this thread over `bodies` (protobuf) until it has used at least `min_cpu`.
+pub fn floor(bodies: &Bodies, ticks: u64, min_cpu: Duration) -> anyhow::Result<Floor> {
+    let start = procfs::thread_cpu_ns(ticks)?;
+    let mut lines = 0u64;
+    let mut decoder = snap::raw::Decoder::new();
+    let mut encoder = snap::raw::Encoder::new();
+    loop {
+        for (body, entries) in bodies.bodies.iter().zip(&bodies.entries) {
+            let raw = decoder.decompress_vec(body)?;
+            let request = sluice::proto::PushRequest::decode(raw.as_slice())?;
+            let encoded = request.encode_to_vec();
+            let compressed = encoder.compress_vec(&encoded)?;
+            std::hint::black_box(compressed);
+            lines += entries;
+        }
+        let used = procfs::thread_cpu_ns(ticks)? - start;
+        if used >= min_cpu.as_nanos() as u64 {
+            let cpu_s = used as f64 / 1e9;
+            return Ok(Floor { cpu_s_per_m_lines: cpu_s / lines as f64 * 1e6, lines, cpu_s });
+        }
+    }
+}
+
+/// The sluice configuration for `name` with its Loki sink at `loki_url`; `None` for the known
+/// configurations that need the plugin host, which does not exist yet.
+pub fn config_yaml(name: &str, loki_url: &str) -> Option<String> {
+    match name {
+        // No stages; the queue is generous so that 429s do not dominate (a max-rate phase keeps
+        // 8 pushes of ~1,000 entries in flight, plus what the sink still holds).
+        "passthrough" => Some(format!(
+            r#"server:
+  max_body_size: 64MiB
+queue:
+  max_entries: 2000000
+  max_bytes: 2GiB
+sinks:
+  loki:
+    type: loki
+    url: "{loki_url}"
+"#
+        )),
+        _ => None,
+    }
+}
+
+/// Outcome of the pushes of one phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PushStats {
+    /// Pushes answered 204.
+    pub pushes_ok: u64,
+    /// Entries and line bytes of those.
+    pub entries_ok: u64,
+    pub line_bytes_ok: u64,
+    pub status_429: u64,
+    /// Other statuses, by code.
+    pub other_status: BTreeMap<u16, u64>,
+    /// Network errors and timeouts.
+    pub transport_errors: u64,
+    #[serde(skip)]
+    pub latencies_us: Vec<u64>,
+}
+
+impl PushStats {
+    fn merge(&mut self, other: PushStats) {
+        self.pushes_ok += other.pushes_ok;
+        self.entries_ok += other.entries_ok;
+        self.line_bytes_ok += other.line_bytes_ok;
+        self.status_429 += other.status_429;
+        for (k, v) in other.other_status {
+            *self.other_status.entry(k).or_default() += v;
+        }
+        self.transport_errors += other.transport_errors;
+        self.latencies_us.extend(other.latencies_us);
+    }
+
+    /// Pushes that were neither 204 nor 429.
+    pub fn errors(&self) -> u64 {
+        self.transport_errors + self.other_status.values().sum::<u64>()
+    }
+}
+
+/// Where and how to push.
+#[derive(Debug, Clone)]
+struct Target {
+    url: String,
+    tenant: String,
+    bodies: Arc<Bodies>,
+}
+
+impl Target {
+    /// Sends body `i`, records the outcome; returns the status (0 for a transport error).
+    async fn send(&self, client: &reqwest::Client, i: usize, stats: &mut PushStats) -> u16 {
+        let i = i % self.bodies.bodies.len();
+        let mut request = client.post(&self.url).header("X-Scope-OrgID", &self.tenant);
+        request = match self.bodies.format {
+            BodyFormat::Protobuf => request.header("Content-Type", "application/x-protobuf"),
+            BodyFormat::JsonGzip => {
+                request.header("Content-Type", "application/json").header("Content-Encoding", "gzip")
+            }
+        };
+        let status = match request.body(self.bodies.bodies[i].clone()).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                // Read the (short) answer so the connection is reused.
+                let _ = response.bytes().await;
+                status
+            }
+            Err(_) => 0,
+        };
+        match status {
+            204 => {
+                stats.pushes_ok += 1;
+                stats.entries_ok += self.bodies.entries[i];
+                stats.line_bytes_ok += self.bodies.line_bytes[i];
+            }
+            429 => stats.status_429 += 1,
+            0 => stats.transport_errors += 1,
+            s => *stats.other_status.entry(s).or_default() += 1,
+        }
+        status
+    }
+}
+
+fn clients(n: usize) -> anyhow::Result<Vec<reqwest::Client>> {
+    // One client per connection, each with one pooled keep-alive connection.
+    (0..n)
+        .map(|_| {
+            Ok(reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(1)
+                .tcp_nodelay(true)
+                .timeout(Duration::from_secs(60))
+                .build()?)
+        })
+        .collect()
+}
+
+/// Pushes back to back from every client until `duration` has passed; bodies rotate over all
+/// connections. Returns the stats and the time from the first send to the last answer.
+async fn max_rate(
+    target: &Arc<Target>,
+    clients: &[reqwest::Client],
+    duration: Duration,
+) -> (PushStats, Duration) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in clients {
+        let (client, target, next) = (client.clone(), Arc::clone(target), Arc::clone(&next));
+        tasks.spawn(async move {
+            let mut stats = PushStats::default();
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if target.send(&client, i, &mut stats).await == 429 {
+                    tokio::time::sleep(BACKOFF_429).await;
+                }
+            }
+            stats
+        });
+    }
+    let mut total = PushStats::default();
+    while let Some(stats) = tasks.join_next().await {
+        total.merge(stats.unwrap_or_default());
+    }
+    (total, start.elapsed())
+}
+
+/// Open-loop pushes: push `k` is due at `start + k × interval` and goes out on connection
+/// `k mod n` as soon as that connection is free; latency runs from when it was due.
+async fn paced(
+    target: &Arc<Target>,
+    clients: &[reqwest::Client],
+    duration: Duration,
+    pushes_per_second: f64,
+) -> (PushStats, Duration) {
+    let interval = Duration::from_secs_f64(1.0 / pushes_per_second.max(0.01));
+    let total_pushes = (duration.as_secs_f64() * pushes_per_second).floor().max(1.0) as usize;
+    let start = tokio::time::Instant::now();
+    let n = clients.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (w, client) in clients.iter().enumerate() {
+        let (client, target) = (client.clone(), Arc::clone(target));
+        tasks.spawn(async move {
+            let mut stats = PushStats::default();
+            for k in (w..total_pushes).step_by(n) {
+                let due = start + interval.mul_f64(k as f64);
+                tokio::time::sleep_until(due).await;
+                if target.send(&client, k, &mut stats).await == 204 {
+                    stats.latencies_us.push(due.elapsed().as_micros() as u64);
+                }
+            }
+            stats
+        });
+    }
+    let mut total = PushStats::default();
+    while let Some(stats) = tasks.join_next().await {
+        total.merge(stats.unwrap_or_default());
+    }
+    (total, start.elapsed())
+}
+
+/// `sluice_queue_entries` from sluice's `/metrics`.
+async fn queue_entries(client: &reqwest::Client, sluice: &SluiceProcess) -> Option<f64> {
+    let text = client.get(sluice.url("/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix("sluice_queue_entries ")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Selected counters from sluice's `/metrics` (statuses, retries, drops).
+async fn interesting_metrics(client: &reqwest::Client, sluice: &SluiceProcess) -> Vec<String> {
+    const PREFIXES: [&str; 6] = [
+        "sluice_ingest_requests_total",
+        "sluice_ingest_rejected_entries_total",
+        "sluice_sink_requests_total",
+        "sluice_sink_retries_total",
+        "sluice_sink_dropped_entries_total",
+        "sluice_route_dropped_entries_total",
+    ];
+    let Ok(resp) = client.get(sluice.url("/metrics")).send().await else { return vec![] };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines().filter(|l| PREFIXES.iter().any(|p| l.starts_with(p))).map(str::to_string).collect()
+}
+
+/// Waits until sluice holds nothing and the receiver's count has stopped moving. Returns
+/// whether it settled within [`SETTLE_TIMEOUT`].
+async fn settle(client: &reqwest::Client, sluice: &SluiceProcess, receiver: &Receiver) -> bool {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    let mut last = receiver.totals().entries;
+    let mut stable_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = receiver.totals().entries;
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        }
+        let empty = match queue_entries(client, sluice).await {
+            Some(q) => q == 0.0,
+            // No gauge: fall back to a quiet receiver for longer than a batch wait.
+            None => stable_since.elapsed() > Duration::from_secs(2),
+        };
+        if empty && stable_since.elapsed() >= Duration::from_millis(200) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+    }
+}
+
+/// Figures of the max-rate phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaxRate {
+    pub seconds: f64,
+    /// Entries delivered at the receiver per second of the phase.
+    pub lines_per_s: f64,
+    /// Uncompressed line bytes delivered per second, in MB (10^6).
+    pub mb_per_s: f64,
+    /// sluice's user+system CPU seconds from phase start until delivery settled.
+    pub cpu_s: f64,
+    pub cpu_s_per_m_lines: f64,
+    /// `cpu_s` over the phase's length: how many cores sluice kept busy.
+    pub cores_busy: f64,
+    pub delivered_entries: u64,
+    pub pushes: PushStats,
+    pub settled: bool,
+}
+
+/// Figures of the half-rate phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct HalfRate {
+    pub target_lines_per_s: f64,
+    pub achieved_lines_per_s: f64,
+    /// From when a push was due to its answer.
+    pub latency: Latencies,
+    pub pushes: PushStats,
+    pub settled: bool,
+}
+
+/// Entries accepted against entries delivered, over the whole run of a variant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Correctness {
+    pub entries_sent: u64,
+    pub entries_received: u64,
+    pub line_bytes_sent: u64,
+    pub line_bytes_received: u64,
+    /// Requests the receiver could not decode.
+    pub bad_requests: u64,
+    pub ok: bool,
+}
+
+/// One configuration with one body format.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub config: String,
+    pub format: BodyFormat,
+    /// `ok`, `not available yet`, or `failed: …`.
+    pub status: String,
+    pub max_rate: Option<MaxRate>,
+    pub half_rate: Option<HalfRate>,
+    pub correctness: Option<Correctness>,
+    pub peak_rss_bytes: Option<u64>,
+    /// `max_rate.cpu_s_per_m_lines` / the floor's.
+    pub floor_multiple: Option<f64>,
+    /// CPU seconds of the driver process (driver and receiver) over the variant.
+    pub driver_cpu_s: Option<f64>,
+    /// WARN/ERROR lines in sluice's log: their number and the first few.
+    pub sluice_warnings: usize,
+    pub sluice_warning_samples: Vec<String>,
+    /// Selected counters from `/metrics` at the end.
+    pub sluice_metrics: Vec<String>,
+    /// How sluice exited after SIGTERM.
+    pub exit: String,
+}
+
+impl Row {
+    /// A row with only a status.
+    pub fn status_only(config: &str, format: BodyFormat, status: impl Into<String>) -> Self {
+        Row {
+            config: config.into(),
+            format,
+            status: status.into(),
+            max_rate: None,
+            half_rate: None,
+            correctness: None,
+            peak_rss_bytes: None,
+            floor_multiple: None,
+            driver_cpu_s: None,
+            sluice_warnings: 0,
+            sluice_warning_samples: vec![],
+            sluice_metrics: vec![],
+            exit: String::new(),
+        }
+    }
+}
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub sluice: PathBuf,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: usize,
+    pub tenant: String,
+    pub ticks: u64,
+}
+
+/// Runs one configuration with one format against a fresh sluice and receiver.
+pub async fn run_variant(settings: &RunSettings, config: &str, bodies: Arc<Bodies>) -> anyhow::Result<Row> {
+    let format = bodies.format;
+    let receiver = Receiver::start(&[])?;
+    let Some(yaml) = config_yaml(config, &receiver.url()) else {
+        return Ok(Row::status_only(config, format, "not available yet"));
+    };
+    let control = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
+    let mut sluice = SluiceProcess::start(&settings.sluice, &yaml, &control).await?;
+    let pid = sluice.pid().to_string();
+    let driver_cpu0 = procfs::cpu_seconds("self", settings.ticks)?;
+    let target = Arc::new(Target {
+        url: sluice.url("/loki/api/v1/push"),
+        tenant: settings.tenant.clone(),
+        bodies: Arc::clone(&bodies),
+    });
+    let clients = clients(settings.connections)?;
+    let mut sent = PushStats::default();
+
+    // Warm-up: connections, allocator, sink batches; counted for correctness only.
+    let (warm, _) = max_rate(&target, &clients, settings.warmup).await;
+    sent.merge(warm);
+    settle(&control, &sluice, &receiver).await;
+
+    // a. Max rate.
+    let cpu0 = procfs::cpu_seconds(&pid, settings.ticks)?;
+    let before = receiver.totals();
+    let (max_stats, elapsed) = max_rate(&target, &clients, settings.duration).await;
+    let settled = settle(&control, &sluice, &receiver).await;
+    let cpu1 = procfs::cpu_seconds(&pid, settings.ticks)?;
+    let after = receiver.totals();
+    let delivered = after.entries - before.entries;
+    let seconds = elapsed.as_secs_f64();
+    let cpu_s = cpu1 - cpu0;
+    let max = MaxRate {
+        seconds,
+        lines_per_s: delivered as f64 / seconds,
+        mb_per_s: (after.line_bytes - before.line_bytes) as f64 / seconds / 1e6,
+        cpu_s,
+        cpu_s_per_m_lines: if delivered > 0 { cpu_s / delivered as f64 * 1e6 } else { f64::NAN },
+        cores_busy: cpu_s / seconds,
+        delivered_entries: delivered,
+        pushes: max_stats.clone(),
+        settled,
+    };
+    sent.merge(max_stats);
+
+    // b. Half rate, open loop.
+    let target_lines = max.lines_per_s / 2.0;
+    let half = if target_lines > 0.0 {
+        let before = receiver.totals();
+        let (stats, elapsed) =
+            paced(&target, &clients, settings.duration, target_lines / bodies.mean_entries()).await;
+        let settled = settle(&control, &sluice, &receiver).await;
+        let delivered = receiver.totals().entries - before.entries;
+        let half = HalfRate {
+            target_lines_per_s: target_lines,
+            achieved_lines_per_s: delivered as f64 / elapsed.as_secs_f64(),
+            latency: Latencies::of(stats.latencies_us.clone()),
+            pushes: stats.clone(),
+            settled,
+        };
+        sent.merge(stats);
+        Some(half)
+    } else {
+        None
+    };
+
+    // c. Correctness over the whole variant.
+    let received: Counts = receiver.totals();
+    let correctness = Correctness {
+        entries_sent: sent.entries_ok,
+        entries_received: received.entries,
+        line_bytes_sent: sent.line_bytes_ok,
+        line_bytes_received: received.line_bytes,
+        bad_requests: receiver.bad_requests(),
+        ok: sent.entries_ok == received.entries
+            && sent.line_bytes_ok == received.line_bytes
+            && receiver.bad_requests() == 0,
+    };
+
+    let peak_rss = procfs::peak_rss_bytes(&pid).ok();
+    let metrics = interesting_metrics(&control, &sluice).await;
+    let driver_cpu = procfs::cpu_seconds("self", settings.ticks)? - driver_cpu0;
+    let exit = sluice.stop(Duration::from_secs(30)).await;
+    let (warnings, samples) = sluice.warnings(5);
+    let status =
+        if correctness.ok { "ok".to_string() } else { "failed: entries lost or duplicated".to_string() };
+    Ok(Row {
+        config: config.into(),
+        format,
+        status,
+        max_rate: Some(max),
+        half_rate: half,
+        correctness: Some(correctness),
+        peak_rss_bytes: peak_rss,
+        floor_multiple: None,
+        driver_cpu_s: Some(driver_cpu),
+        sluice_warnings: warnings,
+        sluice_warning_samples: samples,
+        sluice_metrics: metrics,
+        exit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_config_parses_and_chains_are_not_available_yet() {
+        let yaml = config_yaml("passthrough", "http://127.0.0.1:9").expect("passthrough");
+        let config = sluice::config::Config::parse(&yaml, |_| None).expect("parses");
+        assert_eq!(config.sinks.len(), 1);
+        assert_eq!(config.queue.max_entries, 2_000_000);
+        for name in &KNOWN_CONFIGS[1..] {
+            assert!(config_yaml(name, "http://x").is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn bodies_and_floor_cover_the_same_entries() {
+        let prepared = prepare(1, 3, &[BodyFormat::Protobuf, BodyFormat::JsonGzip]);
+        let pb = &prepared.bodies[&BodyFormat::Protobuf];
+        let js = &prepared.bodies[&BodyFormat::JsonGzip];
+        assert_eq!(pb.entries, js.entries);
+        assert_eq!(prepared.summary.entries as u64, pb.entries.iter().sum::<u64>());
+        let floor = floor(pb, procfs::clock_ticks(), Duration::ZERO).expect("floor");
+        assert_eq!(floor.lines, 3000);
+    }
+}
