@@ -69,11 +69,46 @@ impl ResponseWriter {
         }
     }
 
+    /// Empties the writer for a request of `entry_count` entries, keeping the buffers' capacity.
+    pub fn reset(&mut self, entry_count: usize) {
+        self.verdicts.clear();
+        self.verdicts.resize(entry_count, Verdict::Keep as u8);
+        self.patches.clear();
+        self.patch_count = 0;
+        self.last_patched = None;
+        self.added.clear();
+        self.added_count = 0;
+        self.pairs.clear();
+        self.pair_count = 0;
+        self.arena.clear();
+    }
+
     /// Drops entry `i`.
     pub fn drop_entry(&mut self, i: usize) {
         if let Some(v) = self.verdicts.get_mut(i) {
             *v = Verdict::Drop as u8;
         }
+    }
+
+    /// Undoes [`ResponseWriter::drop_entry`]: entry `i` is kept (a patched entry stays patched).
+    pub fn keep_entry(&mut self, i: usize) {
+        if let Some(v) = self.verdicts.get_mut(i).filter(|v| **v == Verdict::Drop as u8) {
+            *v = Verdict::Keep as u8;
+        }
+    }
+
+    /// The verdict written so far for entry `i` (`Keep` past the end).
+    pub fn verdict(&self, i: usize) -> Verdict {
+        match self.verdicts.get(i) {
+            Some(1) => Verdict::Drop,
+            Some(2) => Verdict::Patched,
+            _ => Verdict::Keep,
+        }
+    }
+
+    /// How many entries the response is for.
+    pub fn entry_count(&self) -> usize {
+        self.verdicts.len()
     }
 
     /// Patches entry `i`. Entries must be patched in increasing order, each at most once; an
@@ -139,9 +174,18 @@ impl ResponseWriter {
 
     /// The response bytes.
     pub fn finish(self) -> Result<Vec<u8>, FormatError> {
+        let mut out = Vec::new();
+        self.finish_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Writes the response bytes into `out` (cleared first, sized exactly once); the writer stays
+    /// usable after a [`ResponseWriter::reset`].
+    pub fn finish_into(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
         let padded = self.verdicts.len().div_ceil(4) * 4;
         let arena_len = to_u32(self.arena.bytes.len(), "arena")?;
-        let mut out = Vec::with_capacity(
+        out.clear();
+        out.reserve_exact(
             HEADER
                 + padded
                 + self.patches.len()
@@ -149,22 +193,23 @@ impl ResponseWriter {
                 + self.pairs.len()
                 + self.arena.bytes.len(),
         );
+        let out = &mut *out;
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&0u16.to_le_bytes());
-        put_u32(&mut out, to_u32(self.verdicts.len(), "entries")?);
-        put_u32(&mut out, self.patch_count);
-        put_u32(&mut out, self.added_count);
-        put_u32(&mut out, self.pair_count);
-        put_u32(&mut out, arena_len);
-        put_u32(&mut out, 0);
+        put_u32(out, to_u32(self.verdicts.len(), "entries")?);
+        put_u32(out, self.patch_count);
+        put_u32(out, self.added_count);
+        put_u32(out, self.pair_count);
+        put_u32(out, arena_len);
+        put_u32(out, 0);
         out.extend_from_slice(&self.verdicts);
         out.resize(HEADER + padded, 0);
         out.extend_from_slice(&self.patches);
         out.extend_from_slice(&self.added);
         out.extend_from_slice(&self.pairs);
         out.extend_from_slice(&self.arena.bytes);
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -382,6 +427,38 @@ mod tests {
         assert_eq!(p[1].metadata.clone().expect("set").collect::<Vec<_>>(), [("trace_id", "t")]);
         let a: Vec<_> = r.added().collect();
         assert_eq!((a[0].entry, a[0].line, a[0].timestamp_ns), (None, Some("summary: 3 dropped"), Some(99)));
+    }
+
+    #[test]
+    fn writer_is_reusable_and_verdicts_can_be_undone() {
+        let mut w = ResponseWriter::new(2);
+        w.drop_entry(0);
+        w.patch(1, &Patch { line: Some("x"), ..Patch::default() }).expect("in order");
+        let mut out = Vec::new();
+        w.finish_into(&mut out).expect("fits");
+        assert_eq!(out, sample_two_dropped_patched());
+        w.reset(3);
+        w.drop_entry(2);
+        assert_eq!(w.verdict(2), Verdict::Drop);
+        w.keep_entry(2);
+        w.drop_entry(1);
+        w.patch(0, &Patch { line: Some("y"), ..Patch::default() }).expect("fresh order after reset");
+        w.keep_entry(0);
+        assert_eq!(
+            (w.verdict(0), w.verdict(1), w.verdict(2)),
+            (Verdict::Patched, Verdict::Drop, Verdict::Keep)
+        );
+        w.finish_into(&mut out).expect("fits");
+        let r = Response::parse(&out, 3).expect("valid");
+        assert_eq!(r.patches().map(|p| p.line).collect::<Vec<_>>(), [Some("y")]);
+        assert_eq!(r.verdict(1), Verdict::Drop);
+    }
+
+    fn sample_two_dropped_patched() -> Vec<u8> {
+        let mut w = ResponseWriter::new(2);
+        w.drop_entry(0);
+        w.patch(1, &Patch { line: Some("x"), ..Patch::default() }).expect("in order");
+        w.finish().expect("fits")
     }
 
     #[test]
