@@ -11,9 +11,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::buffer::Budget;
-use crate::config::Config;
+use crate::config::{Config, OnErrorConfig};
 use crate::ingest::{self, Ingest};
-use crate::pipeline::{Pipeline, RoutePlan};
+use crate::pipeline::{OnError, Pipeline, RoutePlan, StagePlan};
+use crate::plugin::{self, PluginStages};
 use crate::route::Router;
 use crate::{sink, telemetry};
 
@@ -35,20 +36,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sink_tasks.push((name.clone(), task));
     }
     let router = Router::new(&config, &sink_names)?;
-    let plans = (0..router.len())
-        .map(|i| {
-            let route = router.route(i);
-            let sinks = route.sinks.iter().map(|&s| senders[s].clone()).collect();
-            RoutePlan { name: route.name.clone(), stages: Vec::new(), sinks }
-        })
-        .collect();
-    // Only the workers hold sink senders now, so sinks end once the workers have.
-    drop(senders);
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let (pipeline, worker_handles) = Pipeline::start(workers, plans)?;
+    let cache_dir = config.data_dir.join("plugin-cache");
+    let plugins = tokio::task::block_in_place(|| plugin::build_stages(&config, workers, Some(&cache_dir)))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut plans = Vec::with_capacity(router.len());
+    for i in 0..router.len() {
+        let route = router.route(i);
+        let sinks = route.sinks.iter().map(|&s| senders[s].clone()).collect();
+        // The router numbers the configured routes in order, the default route last.
+        let pipeline = match config.routes.get(i) {
+            Some(r) => r.pipeline.as_deref(),
+            None => config.default_route.as_ref().and_then(|d| d.pipeline.as_deref()),
+        };
+        let stages = stage_plans(&plugins, pipeline, &sink_names, &senders)?;
+        plans.push(RoutePlan { name: route.name.clone(), stages, sinks });
+    }
+    // Only the workers hold sink senders now, so sinks end once the workers have.
+    drop(senders);
+    let (pipeline, worker_handles) = tokio::task::block_in_place(|| Pipeline::start(workers, plans))?;
     let pipeline = Arc::new(pipeline);
     let budget = Budget::new(config.queue.max_entries as u64, config.queue.max_bytes.as_u64());
     let state = Arc::new(Ingest::new(&config, router, Arc::clone(&pipeline), Arc::clone(&budget), metrics));
@@ -102,6 +111,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// The stages of `pipeline` (none without one), each with its failure policy.
+fn stage_plans(
+    plugins: &PluginStages,
+    pipeline: Option<&str>,
+    sink_names: &[String],
+    senders: &[sink::SinkSender],
+) -> anyhow::Result<Vec<StagePlan>> {
+    let Some(name) = pipeline else { return Ok(Vec::new()) };
+    let stages = plugins.pipelines.get(name).with_context(|| format!("unknown pipeline `{name}`"))?;
+    stages
+        .iter()
+        .map(|stage| {
+            let on_error = match (stage.on_error, &stage.dead_letter) {
+                (OnErrorConfig::Pass, _) => OnError::Pass,
+                (OnErrorConfig::Drop, _) => OnError::Drop,
+                (OnErrorConfig::DeadLetter, Some(sink)) => {
+                    let i = sink_names
+                        .iter()
+                        .position(|n| n == sink)
+                        .with_context(|| format!("unknown dead-letter sink `{sink}`"))?;
+                    OnError::DeadLetter { sink: sink.clone(), sender: senders[i].clone() }
+                }
+                (OnErrorConfig::DeadLetter, None) => anyhow::bail!("on_error: dead_letter without a sink"),
+            };
+            Ok(StagePlan { factory: stage.factory(), on_error })
+        })
+        .collect()
 }
 
 async fn shutdown_signal() {

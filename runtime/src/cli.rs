@@ -114,16 +114,28 @@ fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
-    let result = Config::load(&args.config).and_then(|c| c.validate(check_selector).map(|()| c));
+    let result = Config::load(&args.config).and_then(|c| {
+        // Plugins are loaded and their `init` run on their configuration, so a plugin that
+        // rejects it is reported here rather than at deployment. Nothing is cached: validate
+        // leaves no files behind.
+        let mut errors = c.validate(check_selector).err().map(|e| e.0).unwrap_or_default();
+        if let Err(e) = crate::plugin::check_config(&c) {
+            errors.extend(e.0);
+        }
+        if errors.is_empty() { Ok(c) } else { Err(ConfigErrors(errors)) }
+    });
     match result {
         Ok(c) => {
+            let stages: usize = c.pipelines.values().map(|p| p.stages.len()).sum();
             println!(
-                "{}: valid ({} sink{}, {} route{})",
+                "{}: valid ({} sink{}, {} route{}, {} plugin stage{})",
                 args.config.display(),
                 c.sinks.len(),
                 if c.sinks.len() == 1 { "" } else { "s" },
                 c.routes.len(),
                 if c.routes.len() == 1 { "" } else { "s" },
+                stages,
+                if stages == 1 { "" } else { "s" },
             );
             ExitCode::SUCCESS
         }

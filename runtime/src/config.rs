@@ -74,6 +74,13 @@ pub struct Config {
     /// Where streams go that match no route. Absent: to every configured sink.
     #[serde(default)]
     pub default_route: Option<DefaultRouteConfig>,
+    /// Named pipelines: stages (Wasm plugins) that routes run their streams through.
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// Directory that relative plugin paths resolve against: the configuration file's own
+    /// directory, or the working directory when there is no file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// HTTP server settings.
@@ -335,6 +342,9 @@ pub struct RouteConfig {
     /// Keep evaluating later routes after this one matched.
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
+    /// Pipeline (a key of `pipelines`) the matching streams run through before the sinks.
+    #[serde(default)]
+    pub pipeline: Option<String>,
 }
 
 /// Where streams that match no route go.
@@ -343,8 +353,100 @@ pub struct RouteConfig {
 pub struct DefaultRouteConfig {
     /// Sinks; an empty list drops unmatched streams (counted as `no_route`).
     pub sinks: Vec<String>,
+    /// Pipeline (a key of `pipelines`) unmatched streams run through before the sinks.
+    #[serde(default)]
+    pub pipeline: Option<String>,
 }
 
+/// A pipeline: stages applied in order to every batch of the routes that name it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The stages, in order.
+    pub stages: Vec<StageConfig>,
+}
+
+/// One stage: a WebAssembly plugin, its configuration, its limits and its failure policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Name in metrics and logs; default `<pipeline>/<plugin file stem>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Path of the plugin's `.wasm` (a component built for `wasm32-wasip2`); relative paths
+    /// resolve against the configuration file's directory.
+    pub plugin: PathBuf,
+    /// The plugin's own configuration, any YAML; the plugin's `init` receives it as JSON
+    /// (absent: `{}`).
+    #[serde(default = "default_plugin_config")]
+    pub config: serde_json::Value,
+    /// What happens to a batch the plugin fails on (trap, timeout, memory, error, malformed
+    /// output): `pass` it on unchanged, `drop` it, or send it unchanged to the `dead_letter`
+    /// sink.
+    #[serde(default)]
+    pub on_error: OnErrorConfig,
+    /// Sink that receives failed batches when `on_error: dead_letter`.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+    /// Longest a `process` call may run (enforced by epoch interruption, 10 ms granularity);
+    /// `init` may take ten times as long, at least 5 s.
+    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest linear memory of one plugin instance; growing beyond it fails (and usually traps).
+    #[serde(default = "default_plugin_memory")]
+    pub max_memory: ByteSize,
+    /// Secret behind the `keyed-hash` import, typically `${REDACT_KEY}`. Unset: a fixed,
+    /// publicly known key (a warning at startup): hashes are then not secret.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+}
+
+/// A stage's failure policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnErrorConfig {
+    /// Pass the batch on as it was before the stage.
+    #[default]
+    Pass,
+    /// Drop the batch (counted).
+    Drop,
+    /// Send the batch, as it was before the stage, to the `dead_letter` sink.
+    DeadLetter,
+}
+
+/// Largest `max_memory` a stage may ask for (wasm32's whole address space).
+pub const MAX_PLUGIN_MEMORY: u64 = 4 << 30;
+
+/// A stage as [`Config::check_stages`] hands it to its check.
+#[derive(Debug, Clone)]
+pub struct StageRef<'a> {
+    pub pipeline: &'a str,
+    /// Index in the pipeline's `stages`.
+    pub index: usize,
+    /// The stage's name in metrics and logs.
+    pub name: String,
+    pub stage: &'a StageConfig,
+    /// The plugin file, resolved.
+    pub path: PathBuf,
+}
+
+/// A problem a plugin check found, and which key of the stage it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageProblem {
+    /// `plugin` (cannot be read or compiled) or `config` (rejected by the plugin's `init`).
+    pub key: &'static str,
+    pub message: String,
+}
+
+fn default_plugin_config() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+fn default_plugin_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_plugin_memory() -> ByteSize {
+    ByteSize::mib(64)
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("sluice-data")
 }
@@ -386,6 +488,8 @@ impl Config {
             sinks: BTreeMap::from([(DEFAULT_FILE_SINK.to_string(), SinkConfig::File(file))]),
             routes: Vec::new(),
             default_route: None,
+            pipelines: BTreeMap::new(),
+            base_dir: PathBuf::new(),
         }
     }
 
@@ -393,7 +497,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors(vec![err(path.display().to_string(), format!("cannot read: {e}"))]))?;
-        Self::parse(&text, |name| std::env::var(name).ok())
+        let mut config = Self::parse(&text, |name| std::env::var(name).ok())?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(config)
     }
 
     /// Parses YAML text, looking up `${VAR}` with `env`.
@@ -531,7 +637,87 @@ impl Config {
         if let Some(default) = &self.default_route {
             check_sinks("default_route.sinks".into(), &default.sinks, &mut errors);
         }
+        let check_pipeline = |at: &str, name: &Option<String>, errors: &mut Vec<ConfigError>| {
+            if let Some(p) = name
+                && !self.pipelines.contains_key(p)
+            {
+                let known: Vec<_> = self.pipelines.keys().map(String::as_str).collect();
+                errors.push(err(at, format!("unknown pipeline `{p}` (configured: {})", known.join(", "))));
+            }
+        };
+        for (i, route) in self.routes.iter().enumerate() {
+            check_pipeline(&format!("routes[{i}].pipeline"), &route.pipeline, &mut errors);
+        }
+        if let Some(default) = &self.default_route {
+            check_pipeline("default_route.pipeline", &default.pipeline, &mut errors);
+        }
+        for (name, pipeline) in &self.pipelines {
+            let mut stage_names = BTreeMap::new();
+            for (i, stage) in pipeline.stages.iter().enumerate() {
+                let at = format!("pipelines.{name}.stages[{i}]");
+                let path = self.plugin_path(stage);
+                if !path.is_file() {
+                    errors.push(err(
+                        format!("{at}.plugin"),
+                        format!("no plugin file at {} (relative paths start at the configuration file's directory)", path.display()),
+                    ));
+                }
+                match (stage.on_error, &stage.dead_letter) {
+                    (OnErrorConfig::DeadLetter, None) => errors.push(err(
+                        format!("{at}.dead_letter"),
+                        "on_error: dead_letter needs `dead_letter: <sink name>`",
+                    )),
+                    (OnErrorConfig::DeadLetter, Some(sink)) => {
+                        check_sinks(format!("{at}.dead_letter"), std::slice::from_ref(sink), &mut errors);
+                    }
+                    (_, Some(_)) => errors
+                        .push(err(format!("{at}.dead_letter"), "only used with `on_error: dead_letter`")),
+                    (_, None) => {}
+                }
+                if stage.timeout.is_zero() {
+                    errors.push(err(format!("{at}.timeout"), "must be larger than 0"));
+                }
+                let memory = stage.max_memory.as_u64();
+                if memory < ByteSize::mib(1).as_u64() || memory > MAX_PLUGIN_MEMORY {
+                    errors.push(err(format!("{at}.max_memory"), "must be between 1MiB and 4GiB"));
+                }
+                if let Some(previous) = stage_names.insert(stage_name(name, stage), i) {
+                    errors.push(err(
+                        format!("{at}.name"),
+                        format!("same name as stages[{previous}]; give one of them a `name`"),
+                    ));
+                }
+            }
+        }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Runs `check` (compile, instantiate, `init`) on every stage whose plugin file exists and
+    /// reports what it finds at `pipelines.<name>.stages[<i>].<key>`. Kept apart from
+    /// [`Config::validate`] so this module does not depend on the plugin host.
+    pub fn check_stages(
+        &self,
+        mut check: impl FnMut(StageRef<'_>) -> Result<(), StageProblem>,
+    ) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for (name, pipeline) in &self.pipelines {
+            for (i, stage) in pipeline.stages.iter().enumerate() {
+                let path = self.plugin_path(stage);
+                if !path.is_file() {
+                    continue;
+                }
+                let at = StageRef { pipeline: name, index: i, name: stage_name(name, stage), stage, path };
+                if let Err(p) = check(at) {
+                    errors.push(err(format!("pipelines.{name}.stages[{i}].{}", p.key), p.message));
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Where a stage's plugin file is: `plugin` itself when absolute, else under `base_dir`.
+    pub fn plugin_path(&self, stage: &StageConfig) -> PathBuf {
+        self.base_dir.join(&stage.plugin)
     }
 
     /// The limits of one tenant: the global ones with its overrides applied.
@@ -552,6 +738,14 @@ impl Config {
         }
         serde_yaml_ng::from_value(merged).map_err(|e| e.to_string())
     }
+}
+
+/// The name a stage goes by in metrics and logs: `name`, or `<pipeline>/<plugin file stem>`.
+pub fn stage_name(pipeline: &str, stage: &StageConfig) -> String {
+    stage.name.clone().unwrap_or_else(|| {
+        let stem = stage.plugin.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+        format!("{pipeline}/{stem}")
+    })
 }
 
 /// The name a route goes by in metrics and logs.
@@ -765,6 +959,55 @@ tenants:
         ] {
             assert!(locations.contains(&expected), "missing {expected} in {locations:?}");
         }
+    }
+
+    #[test]
+    fn pipelines_are_checked_and_plugin_paths_resolve_against_the_config_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("p.wasm"), b"").expect("write");
+        let text = r#"
+sinks: { local: { type: file } }
+pipelines:
+  main:
+    stages:
+      - plugin: p.wasm
+        config: { fields: [email], nested: { n: 1 } }
+      - plugin: p.wasm
+        on_error: dead_letter
+        timeout: 0s
+      - plugin: gone.wasm
+        name: other
+        on_error: drop
+        dead_letter: local
+        max_memory: 8GiB
+routes:
+  - sinks: [local]
+    pipeline: nope
+default_route: { sinks: [local], pipeline: main }
+"#;
+        let path = dir.path().join("sluice.yaml");
+        std::fs::write(&path, text).expect("write");
+        let cfg = Config::load(&path).expect("parses");
+        let stage = &cfg.pipelines["main"].stages[0];
+        assert_eq!(cfg.plugin_path(stage), dir.path().join("p.wasm"));
+        assert_eq!(stage.config.to_string(), r#"{"fields":["email"],"nested":{"n":1}}"#);
+        assert_eq!((stage.on_error, stage.timeout), (OnErrorConfig::Pass, Duration::from_secs(1)));
+        assert_eq!(stage.max_memory, ByteSize::mib(64));
+        assert_eq!(stage_name("main", stage), "main/p");
+        let errors = cfg.validate(no_selector_check).expect_err("invalid");
+        let shown: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        for expected in [
+            "routes[0].pipeline: unknown pipeline `nope`",
+            "pipelines.main.stages[1].dead_letter: on_error: dead_letter needs",
+            "pipelines.main.stages[1].timeout",
+            "pipelines.main.stages[1].name: same name as stages[0]",
+            "pipelines.main.stages[2].plugin: no plugin file",
+            "pipelines.main.stages[2].dead_letter: only used with",
+            "pipelines.main.stages[2].max_memory",
+        ] {
+            assert!(shown.iter().any(|e| e.starts_with(expected)), "missing {expected} in {shown:#?}");
+        }
+        assert_eq!(shown.len(), 7, "{shown:#?}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! sluice: a gateway in front of Grafana Loki that runs plugins on every pushed batch.
 //!
 //! Data flows one way: [`ingest`] (HTTP) → [`decode`] → [`route`] → [`pipeline`] (stages on a
-//! CPU pool) → [`sink`]s. [`buffer`] bounds what is held in between; [`app`] wires the parts
+//! CPU pool, Wasm [`plugin`]s) → [`sink`]s. [`buffer`] bounds what is held in between; [`app`] wires the parts
 //! together and owns shutdown.
 
 pub mod app;
@@ -12,6 +12,7 @@ pub mod decode;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod plugin;
 pub mod proto;
 pub mod route;
 pub mod sink;

@@ -5,6 +5,12 @@
 //! worker handles its jobs in arrival order, so each stream's entries keep their order without a
 //! reordering step, and per-stream state in a stage stays on one thread. Each worker owns its own
 //! instance of every stage (a plugin instance per worker thread).
+//!
+//! A stage that fails on a batch leaves it as it was (the contract of [`Stage::process`]; a
+//! Wasm stage touches the batch only once the plugin's response has been checked), so failure
+//! needs no copy of the batch: the stage's [`OnError`] policy passes it on, drops it, or sends
+//! it to a dead-letter sink. A panicking stage is caught like a failure; the batch is then as
+//! the stage left it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, RwLock};
@@ -20,7 +26,7 @@ use crate::sink::{SinkInput, SinkSender};
 pub trait Stage: Send {
     /// Name in metrics and logs.
     fn name(&self) -> &str;
-    /// Processes `batch` in place.
+    /// Processes `batch` in place. On `Err` the batch must be as it was before the call.
     fn process(&mut self, batch: &mut Batch) -> Result<(), StageError>;
 }
 
@@ -29,7 +35,37 @@ pub trait Stage: Send {
 #[error("stage `{stage}`: {message}")]
 pub struct StageError {
     pub stage: String,
+    /// The `reason` label of `sluice_stage_errors_total`, e.g. `trap` or `timeout`.
+    pub reason: &'static str,
     pub message: String,
+}
+
+/// What happens to a batch a stage fails on.
+#[derive(Clone, Debug)]
+pub enum OnError {
+    /// Pass it on to the next stage as it was.
+    Pass,
+    /// Drop it (counted).
+    Drop,
+    /// Send it, as it was, to this sink instead of the route's.
+    DeadLetter { sink: String, sender: SinkSender },
+}
+
+impl OnError {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop => "drop",
+            Self::DeadLetter { .. } => "dead_letter",
+        }
+    }
+}
+
+/// A stage of a route: how to build it per worker, and its failure policy.
+#[derive(Clone)]
+pub struct StagePlan {
+    pub factory: StageFactory,
+    pub on_error: OnError,
 }
 
 /// Builds one instance of a stage; called once per worker thread.
@@ -39,7 +75,7 @@ pub type StageFactory = Arc<dyn Fn() -> Result<Box<dyn Stage>, StageError> + Sen
 #[derive(Clone)]
 pub struct RoutePlan {
     pub name: String,
-    pub stages: Vec<StageFactory>,
+    pub stages: Vec<StagePlan>,
     pub sinks: Vec<SinkSender>,
 }
 
@@ -74,7 +110,7 @@ impl Pipeline {
         for id in 0..workers {
             let stages = routes
                 .iter()
-                .map(|r| r.stages.iter().map(|f| f()).collect::<Result<Vec<_>, _>>())
+                .map(|r| r.stages.iter().map(WorkerStage::new).collect::<Result<Vec<_>, _>>())
                 .collect::<Result<Vec<_>, _>>()?;
             let (tx, rx) = crossbeam_channel::unbounded();
             let worker = Worker { routes: Arc::clone(&routes), stages };
@@ -83,6 +119,7 @@ impl Pipeline {
                 .spawn(move || worker.run(rx))
                 .map_err(|e| StageError {
                     stage: "pipeline".into(),
+                    reason: "start",
                     message: format!("cannot start a worker: {e}"),
                 })?;
             senders.push(tx);
@@ -122,7 +159,23 @@ impl Pipeline {
 struct Worker {
     routes: Arc<Vec<RoutePlan>>,
     /// `stages[route][i]`: this worker's instances.
-    stages: Vec<Vec<Box<dyn Stage>>>,
+    stages: Vec<Vec<WorkerStage>>,
+}
+
+/// A worker's instance of a stage, with its metric handles made once.
+struct WorkerStage {
+    stage: Box<dyn Stage>,
+    on_error: OnError,
+    duration: metrics::Histogram,
+}
+
+impl WorkerStage {
+    fn new(plan: &StagePlan) -> Result<Self, StageError> {
+        let stage = (plan.factory)()?;
+        let duration =
+            metrics::histogram!("sluice_stage_duration_seconds", "stage" => stage.name().to_string());
+        Ok(Self { stage, on_error: plan.on_error.clone(), duration })
+    }
 }
 
 impl Worker {
@@ -138,29 +191,39 @@ impl Worker {
             ack.fail(format!("no route with index {route}"));
             return;
         };
-        for stage in self.stages.get_mut(route).into_iter().flatten() {
+        for ws in self.stages.get_mut(route).into_iter().flatten() {
             let started = std::time::Instant::now();
-            let name = stage.name().to_string();
-            // A panicking stage must not kill the worker; the batch passes on unchanged by it.
-            // (Per-stage `on_error` policies arrive with the plugin host.)
-            let before = batch.clone();
-            match catch_unwind(AssertUnwindSafe(|| stage.process(&mut batch))) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    metrics::counter!("sluice_stage_errors_total", "stage" => name.clone(), "reason" => "error")
-                        .increment(1);
-                    tracing::warn!(stage = %name, route = %plan.name, error = %e.message, "stage failed; batch passed on unchanged");
-                    batch = before;
-                }
-                Err(_) => {
-                    metrics::counter!("sluice_stage_errors_total", "stage" => name.clone(), "reason" => "panic")
-                        .increment(1);
-                    tracing::error!(stage = %name, route = %plan.name, "stage panicked; batch passed on unchanged");
-                    batch = before;
+            // A panicking stage must not kill the worker: it counts as a failure.
+            let outcome = catch_unwind(AssertUnwindSafe(|| ws.stage.process(&mut batch)));
+            ws.duration.record(started.elapsed().as_secs_f64());
+            let error = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => StageError {
+                    stage: ws.stage.name().to_string(),
+                    reason: "panic",
+                    message: "panicked; the batch is as the stage left it".into(),
+                },
+            };
+            let (stage, policy, entries) = (ws.stage.name(), ws.on_error.label(), batch.entry_count());
+            metrics::counter!("sluice_stage_errors_total", "stage" => stage.to_string(), "reason" => error.reason)
+                .increment(1);
+            metrics::counter!("sluice_stage_failed_entries_total", "stage" => stage.to_string(), "policy" => policy)
+                .increment(entries as u64);
+            tracing::warn!(
+                stage, route = %plan.name, reason = error.reason, on_error = policy, entries,
+                "{}; applying on_error: {policy}", error.message
+            );
+            match &ws.on_error {
+                OnError::Pass => {}
+                OnError::Drop => return,
+                OnError::DeadLetter { sink, sender } => {
+                    if sender.send(SinkInput { batch, charge }).is_err() {
+                        ack.fail(format!("dead-letter sink `{sink}` has stopped"));
+                    }
+                    return;
                 }
             }
-            metrics::histogram!("sluice_stage_duration_seconds", "stage" => name)
-                .record(started.elapsed().as_secs_f64());
         }
         batch.streams.retain(|s| !s.entries.is_empty());
         if batch.streams.is_empty() {
@@ -201,8 +264,11 @@ mod tests {
                 panic!("boom");
             }
             if batch.streams.iter().flat_map(|s| &s.entries).any(|e| e.line == "fail") {
-                batch.streams.clear();
-                return Err(StageError { stage: "drop-lines".into(), message: "refused".into() });
+                return Err(StageError {
+                    stage: "drop-lines".into(),
+                    reason: "error",
+                    message: "refused".into(),
+                });
             }
             for s in &mut batch.streams {
                 s.entries.retain(|e| !e.line.contains(self.0));
@@ -223,7 +289,8 @@ mod tests {
         let (tx1, mut rx1) = mpsc::unbounded_channel();
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         let factory: StageFactory = Arc::new(|| Ok(Box::new(DropLines("debug")) as Box<dyn Stage>));
-        let plan = RoutePlan { name: "r".into(), stages: vec![factory], sinks: vec![tx1, tx2] };
+        let stages = vec![StagePlan { factory, on_error: OnError::Pass }];
+        let plan = RoutePlan { name: "r".into(), stages, sinks: vec![tx1, tx2] };
         let (pipeline, handles) = Pipeline::start(2, vec![plan]).expect("starts");
         let budget = Budget::new(100, 10_000);
         let mut waiters = Vec::new();
@@ -252,5 +319,54 @@ mod tests {
             assert_eq!(lines, ["a", "boom", "b", "fail", "c", "d", "e"]);
         }
         assert_eq!(budget.entries(), 0, "charges released once sinks dropped the inputs");
+    }
+
+    #[tokio::test]
+    async fn failed_batches_are_dropped_or_dead_lettered_by_policy() {
+        for dead_letter in [false, true] {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let (dl_tx, mut dl_rx) = mpsc::unbounded_channel();
+            let factory: StageFactory = Arc::new(|| Ok(Box::new(DropLines("debug")) as Box<dyn Stage>));
+            let on_error = if dead_letter {
+                OnError::DeadLetter { sink: "dl".into(), sender: dl_tx.clone() }
+            } else {
+                OnError::Drop
+            };
+            drop(dl_tx);
+            let plan = RoutePlan {
+                name: "r".into(),
+                stages: vec![StagePlan { factory, on_error }],
+                sinks: vec![tx],
+            };
+            let (pipeline, handles) = Pipeline::start(1, vec![plan]).expect("starts");
+            let budget = Budget::new(100, 10_000);
+            let mut waiters = Vec::new();
+            for lines in [["a", "debug x"], ["boom", "b"], ["fail", "c"], ["d", "e"]] {
+                let (ack, waiter) = Ack::new();
+                let charge = Arc::new(budget.try_charge(2, 10).expect("fits"));
+                pipeline
+                    .submit([(0, Job { route: 0, batch: batch("x", &lines), ack, charge })])
+                    .expect("open");
+                waiters.push(waiter);
+            }
+            for w in waiters {
+                assert_eq!(w.await.expect("acked"), Ok(()), "a policy applied is not a failed push");
+            }
+            pipeline.close();
+            for h in handles {
+                h.join().expect("worker exits cleanly");
+            }
+            let mut lines = Vec::new();
+            while let Some(input) = rx.recv().await {
+                lines.extend(input.batch.streams.into_iter().flat_map(|s| s.entries).map(|e| e.line));
+            }
+            assert_eq!(lines, ["a", "d", "e"], "the failed batches are not delivered");
+            let mut dead = Vec::new();
+            while let Some(input) = dl_rx.recv().await {
+                dead.extend(input.batch.streams.into_iter().flat_map(|s| s.entries).map(|e| e.line));
+            }
+            let expected: &[&str] = if dead_letter { &["boom", "b", "fail", "c"] } else { &[] };
+            assert_eq!(dead, expected, "dead letters are the failed batches, unchanged");
+        }
     }
 }

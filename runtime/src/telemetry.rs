@@ -59,6 +59,22 @@ fn describe() {
     describe_gauge!("sluice_queue_bytes", "Bytes held between ingest and delivery.");
     describe_counter!("sluice_stage_errors_total", "Pipeline stage failures, by stage and reason.");
     describe_histogram!("sluice_stage_duration_seconds", "Time spent in a pipeline stage per batch.");
+    describe_counter!(
+        "sluice_stage_failed_entries_total",
+        "Entries of batches a stage failed on, by the on_error policy applied."
+    );
+    describe_counter!("sluice_plugin_batches_total", "Batches a plugin processed.");
+    describe_counter!("sluice_plugin_entries_in_total", "Entries passed into a plugin.");
+    describe_counter!("sluice_plugin_entries_out_total", "Entries out of a plugin (kept, modified, added).");
+    describe_counter!("sluice_plugin_entries_dropped_total", "Entries a plugin dropped.");
+    describe_counter!("sluice_plugin_entries_modified_total", "Entries a plugin modified.");
+    describe_counter!("sluice_plugin_entries_added_total", "Entries a plugin added.");
+    describe_counter!("sluice_plugin_errors_total", "Plugin failures, by stage, plugin and reason.");
+    describe_counter!(
+        "sluice_plugin_instance_rebuilds_total",
+        "Plugin instances rebuilt after a trap, timeout or memory exhaustion."
+    );
+    describe_counter!("sluice_plugin_log_suppressed_total", "Plugin log messages over the per-call limit.");
     describe_counter!("sluice_route_dropped_entries_total", "Entries that no route or sink took.");
     describe_counter!("sluice_sink_requests_total", "Sink requests by status.");
     describe_counter!("sluice_sink_sent_entries_total", "Entries delivered by a sink.");

@@ -9,6 +9,7 @@ mod clients;
 mod default_config;
 mod ingest;
 mod metrics;
+mod plugins;
 mod resilience;
 mod routing;
 mod shutdown;

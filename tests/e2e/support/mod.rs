@@ -1,6 +1,7 @@
-//! The harness: a faithful test Loki ([`receiver`]), the real sluice binary ([`sluice`]), and
-//! push helpers ([`push`]).
+//! The harness: a faithful test Loki ([`receiver`]), the real sluice binary ([`sluice`]), push
+//! helpers ([`push`]), and the test plugins ([`plugins`]).
 
+pub mod plugins;
 pub mod push;
 pub mod receiver;
 pub mod sluice;

@@ -1,0 +1,207 @@
+//! Tests of the host against real Wasm: the misbehaving plugins of `tests/plugins`, built once
+//! per test run (as the end-to-end tests do).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::cache::CacheOutcome;
+use super::*;
+use crate::model::{Batch, Entry, LabelSet, Stream};
+use crate::pipeline::Stage;
+
+fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let target_dir = root.join("target/test-plugins");
+            let _ = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).output();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(cargo)
+                .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+                .arg(root.join("tests/plugins/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target_dir)
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            Ok(target_dir.join("wasm32-wasip2/release"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("cannot build the test plugins: {e}"));
+    dir.join(format!("{name}.wasm"))
+}
+
+fn engine() -> PluginEngine {
+    PluginEngine::new(PoolSize { instances: 8, max_memory: 64 << 20 }).expect("engine")
+}
+
+fn spec(timeout: Duration, max_memory: usize) -> PluginSpec {
+    PluginSpec {
+        stage: "test".into(),
+        config_json: "{}".into(),
+        timeout,
+        max_memory,
+        hash_key: sluice_sdk::hash::derive_key(b"test"),
+    }
+}
+
+fn load(engine: &PluginEngine, name: &str, timeout: Duration, max_memory: usize) -> Arc<LoadedPlugin> {
+    LoadedPlugin::load(engine, &plugin(name), spec(timeout, max_memory), None).expect("loads")
+}
+
+fn batch(lines: &[&str]) -> Batch {
+    let labels = LabelSet::new(vec![("app".into(), "x".into())]);
+    let entries = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Entry {
+            timestamp_ns: i as i64,
+            line: l.to_string(),
+            metadata: vec![("k".into(), "v".into())],
+        })
+        .collect();
+    Batch { tenant: "t".into(), streams: vec![Stream { labels, entries }] }
+}
+
+#[test]
+fn the_compiled_plugin_is_cached_and_loaded_from_the_cache() {
+    let engine = engine();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = LoadedPlugin::load(
+        &engine,
+        &plugin("trap"),
+        spec(Duration::from_secs(1), 16 << 20),
+        Some(dir.path()),
+    )
+    .expect("loads");
+    assert_eq!(first.cache, CacheOutcome::Compiled);
+    assert_eq!(first.info.name, "trap");
+    let files: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 1, "one artifact, no temporary files left: {files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+    let second = LoadedPlugin::load(
+        &engine,
+        &plugin("trap"),
+        spec(Duration::from_secs(1), 16 << 20),
+        Some(dir.path()),
+    )
+    .expect("loads");
+    assert_eq!(second.cache, CacheOutcome::Hit);
+    // Another plugin gets its own entry; a damaged artifact is recompiled, not trusted.
+    std::fs::write(&files[0], b"damaged").expect("write");
+    let third = LoadedPlugin::load(
+        &engine,
+        &plugin("trap"),
+        spec(Duration::from_secs(1), 16 << 20),
+        Some(dir.path()),
+    )
+    .expect("loads");
+    assert_eq!(third.cache, CacheOutcome::Compiled);
+    let mut stage = WasmStage::new(third).expect("instance");
+    let mut b = batch(&["fine"]);
+    stage.process(&mut b).expect("runs");
+}
+
+#[test]
+fn a_trap_fails_the_batch_untouched_and_the_next_batch_gets_a_new_instance() {
+    let engine = engine();
+    let mut stage =
+        WasmStage::new(load(&engine, "trap", Duration::from_secs(1), 16 << 20)).expect("instance");
+    let mut ok = batch(&["a", "b"]);
+    stage.process(&mut ok).expect("identity");
+    assert_eq!(ok, batch(&["a", "b"]));
+    let mut bad = batch(&["x", "please trap"]);
+    let e = stage.process(&mut bad).expect_err("traps");
+    assert_eq!(e.reason, "trap", "{e}");
+    assert!(e.message.contains("plugin `trap`"), "{e}");
+    assert_eq!(bad, batch(&["x", "please trap"]), "a failed batch is left as it was");
+    for _ in 0..3 {
+        let mut again = batch(&["c"]);
+        stage.process(&mut again).expect("a rebuilt instance works");
+    }
+}
+
+#[test]
+fn an_endless_loop_times_out_at_the_deadline() {
+    let engine = engine();
+    let mut stage =
+        WasmStage::new(load(&engine, "spin", Duration::from_millis(50), 16 << 20)).expect("instance");
+    let started = Instant::now();
+    let e = stage.process(&mut batch(&["spin"])).expect_err("times out");
+    let took = started.elapsed();
+    assert_eq!(e.reason, "timeout", "{e}");
+    assert!(took >= Duration::from_millis(50) && took < Duration::from_secs(2), "took {took:?}");
+    stage.process(&mut batch(&["fine"])).expect("rebuilt");
+}
+
+#[test]
+fn unbounded_allocation_stops_at_the_memory_limit() {
+    let engine = engine();
+    let mut stage = WasmStage::new(load(&engine, "hog", Duration::from_secs(5), 8 << 20)).expect("instance");
+    let e = stage.process(&mut batch(&["hog"])).expect_err("runs out of memory");
+    assert_eq!(e.reason, "memory", "{e}");
+    stage.process(&mut batch(&["fine"])).expect("rebuilt");
+}
+
+#[test]
+fn malformed_output_is_refused_and_the_instance_kept() {
+    let engine = engine();
+    let mut stage =
+        WasmStage::new(load(&engine, "garbage", Duration::from_secs(1), 16 << 20)).expect("instance");
+    let mut bad = batch(&["garbage"]);
+    let e = stage.process(&mut bad).expect_err("malformed");
+    assert_eq!(e.reason, "malformed_output", "{e}");
+    assert_eq!(bad, batch(&["garbage"]));
+    stage.process(&mut batch(&["fine"])).expect("still works");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_a_compile_error() {
+    let engine = engine();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.wasm");
+    std::fs::write(&path, b"\0asm\x01\0\0\0").expect("write");
+    let e = LoadedPlugin::load(&engine, &path, spec(Duration::from_secs(1), 16 << 20), None)
+        .expect_err("not a component");
+    assert!(matches!(e, PluginError::Compile(_)), "{e}");
+}
+
+/// The boundary's cost per entry: encode, call, check and apply for a 1,000-entry batch, through
+/// a plugin that keeps everything. Meaningful in release:
+/// `cargo test --release -p sluice --lib boundary_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn boundary_cost_per_entry() {
+    let engine = engine();
+    let lines: Vec<String> = (0..1000)
+        .map(|i| {
+            format!(
+                "2024-11-21T10:56:42Z level=info msg=\"request served\" path=/api/v1/items/{i} status=200"
+            )
+        })
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    for name in ["trap", "identity"] {
+        let mut stage =
+            WasmStage::new(load(&engine, name, Duration::from_secs(1), 64 << 20)).expect("instance");
+        let mut b = batch(&refs);
+        for _ in 0..200 {
+            stage.process(&mut b).expect("runs");
+        }
+        let rounds = 2000;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            stage.process(&mut b).expect("runs");
+        }
+        let per_entry = started.elapsed().as_secs_f64() / f64::from(rounds) / 1000.0;
+        println!("{name}: {:.3} µs per entry (1,000-entry batches)", per_entry * 1e6);
+    }
+}
