@@ -2,7 +2,8 @@
 //!
 //! Shutdown runs front to back so nothing accepted is dropped on the way: stop answering ready,
 //! stop accepting and finish in-flight requests, let the workers drain their queues, then let
-//! each sink flush what it holds — all within `server.shutdown_timeout`.
+//! each sink flush what it holds — all within `server.shutdown_timeout`. Reloads build a new
+//! [`Generation`] over the same running sinks ([`crate::reload`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,13 +14,18 @@ use tokio::net::TcpListener;
 use crate::buffer::Budget;
 use crate::config::{Config, OnErrorConfig};
 use crate::ingest::{self, Ingest};
-use crate::pipeline::{OnError, Pipeline, RoutePlan, StagePlan};
+use crate::pipeline::{Generation, OnError, Pipeline, RoutePlan, StagePlan};
 use crate::plugin::{self, PluginStages};
+use crate::reload::Reloading;
 use crate::route::Router;
+use crate::sink::SinkSender;
 use crate::{sink, telemetry};
 
+/// Reads the configuration again, from the same file and flags as at start.
+pub type Reloader = Arc<dyn Fn() -> Result<Config, crate::config::ConfigErrors> + Send + Sync>;
+
 /// Runs until SIGTERM or SIGINT, then shuts down.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let metrics = match telemetry::init_metrics() {
         Ok(handle) => Some(handle),
         Err(e) => {
@@ -27,44 +33,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
-    let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
-    let mut senders = Vec::new();
+    let mut sinks = Vec::new();
     let mut sink_tasks = Vec::new();
     for (name, sink_config) in &config.sinks {
         let (tx, task) = sink::spawn(name, sink_config, &config.data_dir)?;
-        senders.push(tx);
+        sinks.push((name.clone(), tx));
         sink_tasks.push((name.clone(), task));
     }
-    let router = Router::new(&config, &sink_names)?;
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let cache_dir = config.data_dir.join("plugin-cache");
-    let plugins = tokio::task::block_in_place(|| plugin::build_stages(&config, workers, Some(&cache_dir)))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut plans = Vec::with_capacity(router.len());
-    for i in 0..router.len() {
-        let route = router.route(i);
-        let sinks = route.sinks.iter().map(|&s| senders[s].clone()).collect();
-        // The router numbers the configured routes in order, the default route last.
-        let pipeline = match config.routes.get(i) {
-            Some(r) => r.pipeline.as_deref(),
-            None => config.default_route.as_ref().and_then(|d| d.pipeline.as_deref()),
-        };
-        let stages = stage_plans(&plugins, pipeline, &sink_names, &senders)?;
-        plans.push(RoutePlan { name: route.name.clone(), stages, sinks });
-    }
-    // Only the workers hold sink senders now, so sinks end once the workers have.
-    drop(senders);
-    let (pipeline, worker_handles) = tokio::task::block_in_place(|| Pipeline::start(workers, plans))?;
+    let generation = tokio::task::block_in_place(|| build_generation(1, &config, sinks, workers))?;
+    // From here on only generations hold sink senders, so sinks end once the pipeline has.
+    let (pipeline, worker_handles) = Pipeline::start(workers, generation)?;
     let pipeline = Arc::new(pipeline);
     let budget = Budget::new(config.queue.max_entries as u64, config.queue.max_bytes.as_u64());
-    let state = Arc::new(Ingest::new(&config, router, Arc::clone(&pipeline), Arc::clone(&budget), metrics));
+    let reloading = Reloading::new(reloader, Arc::clone(&pipeline), workers, &config);
+    let mut ingest = Ingest::new(&config, Arc::clone(&pipeline), Arc::clone(&budget), metrics);
+    ingest.reload = Some(reloading.hook());
+    let state = Arc::new(ingest);
+    reloading.spawn_triggers(&config.reload);
 
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr().context("listening socket has no address")?;
+    let sink_names: Vec<&String> = config.sinks.keys().collect();
     tracing::info!(listen = %local, sinks = ?sink_names, workers, data_dir = %config.data_dir.display(), "sluice is ready");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -111,6 +105,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// The routes of `config` with their plugin stages (loaded now: compiled or from the cache,
+/// then `init`) over the running `sinks`. Blocking: plugins compile on this thread.
+pub fn build_generation(
+    id: u64,
+    config: &Config,
+    sinks: Vec<(String, SinkSender)>,
+    workers: usize,
+) -> anyhow::Result<Generation> {
+    let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
+    let senders: Vec<SinkSender> = sinks.iter().map(|(_, s)| s.clone()).collect();
+    let router = Router::new(config, &sink_names)?;
+    let cache_dir = config.data_dir.join("plugin-cache");
+    let plugins =
+        plugin::build_stages(config, workers, Some(&cache_dir)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut routes = Vec::with_capacity(router.len());
+    for i in 0..router.len() {
+        let route = router.route(i);
+        let route_sinks = route.sinks.iter().map(|&s| senders[s].clone()).collect();
+        // The router numbers the configured routes in order, the default route last.
+        let pipeline = match config.routes.get(i) {
+            Some(r) => r.pipeline.as_deref(),
+            None => config.default_route.as_ref().and_then(|d| d.pipeline.as_deref()),
+        };
+        let stages = stage_plans(&plugins, pipeline, &sink_names, &senders)?;
+        routes.push(RoutePlan { name: route.name.clone(), stages, sinks: route_sinks });
+    }
+    Ok(Generation { id, router, routes, sinks })
 }
 
 /// The stages of `pipeline` (none without one), each with its failure policy.

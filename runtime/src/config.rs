@@ -77,10 +77,36 @@ pub struct Config {
     /// Named pipelines: stages (Wasm plugins) that routes run their streams through.
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// Hot reload: when the configuration file or a plugin file changes.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// The file this configuration was read from, if any (watched for changes).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// Directory that relative plugin paths resolve against: the configuration file's own
     /// directory, or the working directory when there is no file.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// Hot reload. A reload (also on SIGHUP or `POST /-/reload`) re-reads the configuration file
+/// and applies its routes and pipelines: new pushes use the new plugins, batches in flight
+/// finish on the old ones. A configuration or plugin that fails to load is refused with its
+/// errors and the running one stays.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Reload when the configuration file or a plugin file changes.
+    pub watch: bool,
+    /// How often the files are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch: true, watch_interval: Duration::from_secs(2) }
+    }
 }
 
 /// HTTP server settings.
@@ -489,6 +515,8 @@ impl Config {
             routes: Vec::new(),
             default_route: None,
             pipelines: BTreeMap::new(),
+            reload: ReloadConfig::default(),
+            source: None,
             base_dir: PathBuf::new(),
         }
     }
@@ -499,6 +527,7 @@ impl Config {
             .map_err(|e| ConfigErrors(vec![err(path.display().to_string(), format!("cannot read: {e}"))]))?;
         let mut config = Self::parse(&text, |name| std::env::var(name).ok())?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 
@@ -567,6 +596,9 @@ impl Config {
             if let Err(e) = self.limits_for_override(t) {
                 errors.push(err(format!("tenants.overrides.{tenant}.limits"), e));
             }
+        }
+        if self.reload.watch && self.reload.watch_interval < Duration::from_millis(10) {
+            errors.push(err("reload.watch_interval", "must be at least 10ms (or set reload.watch: false)"));
         }
         if self.queue.max_entries == 0 {
             errors.push(err("queue.max_entries", "must be at least 1"));
@@ -713,6 +745,12 @@ impl Config {
             }
         }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// The files whose change triggers a reload: the configuration file and every plugin.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let plugins = self.pipelines.values().flat_map(|p| &p.stages).map(|s| self.plugin_path(s));
+        self.source.iter().cloned().chain(plugins).collect()
     }
 
     /// Where a stage's plugin file is: `plugin` itself when absolute, else under `base_dir`.

@@ -14,6 +14,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plugin;
 pub mod proto;
+pub mod reload;
 pub mod route;
 pub mod sink;
 pub mod telemetry;

@@ -6,6 +6,11 @@
 //! reordering step, and per-stream state in a stage stays on one thread. Each worker owns its own
 //! instance of every stage (a plugin instance per worker thread).
 //!
+//! Reloading swaps in a new [`Generation`] (routes, stages, sinks): every job carries the
+//! generation it was routed with, and a worker builds its stage instances for the generation of
+//! the job at hand, so batches in flight finish on the old plugins while new ones use the new,
+//! and none is processed twice.
+//!
 //! A stage that fails on a batch leaves it as it was (the contract of [`Stage::process`]; a
 //! Wasm stage touches the batch only once the plugin's response has been checked), so failure
 //! needs no copy of the batch: the stage's [`OnError`] policy passes it on, drops it, or sends
@@ -20,6 +25,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::buffer::Charge;
 use crate::model::{Ack, Batch};
+use crate::route::Router;
 use crate::sink::{SinkInput, SinkSender};
 
 /// A step that transforms batches: drop, modify or add entries, or move them between streams.
@@ -79,19 +85,35 @@ pub struct RoutePlan {
     pub sinks: Vec<SinkSender>,
 }
 
+/// What one configuration decides about streams: the routes, and each route's stages and sinks.
+pub struct Generation {
+    /// Increases with every reload; workers rebuild their stage instances when it changes.
+    pub id: u64,
+    pub router: Router,
+    /// One plan per route of `router`, in its numbering (the default route last).
+    pub routes: Vec<RoutePlan>,
+    /// Every running sink by name, for building the next generation over the same sinks.
+    pub sinks: Vec<(String, SinkSender)>,
+}
+
 /// One unit of work: a route's share of a push, for one worker.
-#[derive(Debug)]
 pub struct Job {
+    pub generation: Arc<Generation>,
     pub route: usize,
     pub batch: Batch,
     pub ack: Ack,
     pub charge: Arc<Charge>,
 }
 
-/// The worker pool.
+/// The worker pool and the generation new pushes are routed with.
 pub struct Pipeline {
-    senders: RwLock<Option<Vec<Sender<Job>>>>,
+    open: RwLock<Option<Open>>,
     workers: usize,
+}
+
+struct Open {
+    senders: Vec<Sender<Job>>,
+    generation: Arc<Generation>,
 }
 
 /// The pool has been closed for shutdown.
@@ -100,20 +122,15 @@ pub struct Pipeline {
 pub struct Closed;
 
 impl Pipeline {
-    /// Starts `workers` threads (at least one) running the stages of `routes`. Fails if a stage
-    /// cannot be instantiated.
-    pub fn start(workers: usize, routes: Vec<RoutePlan>) -> Result<(Self, Vec<JoinHandle<()>>), StageError> {
+    /// Starts `workers` threads (at least one) with `generation` current. Workers instantiate
+    /// their stages when the first job of a generation reaches them.
+    pub fn start(workers: usize, generation: Generation) -> Result<(Self, Vec<JoinHandle<()>>), StageError> {
         let workers = workers.max(1);
-        let routes = Arc::new(routes);
         let mut senders = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for id in 0..workers {
-            let stages = routes
-                .iter()
-                .map(|r| r.stages.iter().map(WorkerStage::new).collect::<Result<Vec<_>, _>>())
-                .collect::<Result<Vec<_>, _>>()?;
             let (tx, rx) = crossbeam_channel::unbounded();
-            let worker = Worker { routes: Arc::clone(&routes), stages };
+            let worker = Worker { generation: None, stages: Vec::new() };
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-worker-{id}"))
                 .spawn(move || worker.run(rx))
@@ -125,7 +142,8 @@ impl Pipeline {
             senders.push(tx);
             handles.push(handle);
         }
-        Ok((Self { senders: RwLock::new(Some(senders)), workers }, handles))
+        let open = Open { senders, generation: Arc::new(generation) };
+        Ok((Self { open: RwLock::new(Some(open)), workers }, handles))
     }
 
     /// Number of worker threads.
@@ -138,10 +156,23 @@ impl Pipeline {
         (fingerprint % self.workers as u64) as usize
     }
 
+    /// The generation to route new pushes with.
+    pub fn current(&self) -> Result<Arc<Generation>, Closed> {
+        let guard = self.open.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(|o| Arc::clone(&o.generation)).ok_or(Closed)
+    }
+
+    /// Makes `generation` current for the pushes that follow; jobs already routed keep theirs.
+    pub fn swap(&self, generation: Generation) -> Result<(), Closed> {
+        let mut guard = self.open.write().unwrap_or_else(|p| p.into_inner());
+        guard.as_mut().ok_or(Closed)?.generation = Arc::new(generation);
+        Ok(())
+    }
+
     /// Queues jobs, each to the worker `shard` names.
     pub fn submit(&self, jobs: impl IntoIterator<Item = (usize, Job)>) -> Result<(), Closed> {
-        let guard = self.senders.read().unwrap_or_else(|p| p.into_inner());
-        let senders = guard.as_ref().ok_or(Closed)?;
+        let guard = self.open.read().unwrap_or_else(|p| p.into_inner());
+        let senders = &guard.as_ref().ok_or(Closed)?.senders;
         for (shard, job) in jobs {
             if let Err(e) = senders[shard % senders.len()].send(job) {
                 e.into_inner().ack.fail("pipeline worker stopped");
@@ -150,14 +181,16 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Stops accepting jobs; workers finish what is queued and exit.
+    /// Stops accepting jobs and lets go of the current generation (and so of its sinks);
+    /// workers finish what is queued and exit.
     pub fn close(&self) {
-        self.senders.write().unwrap_or_else(|p| p.into_inner()).take();
+        self.open.write().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
 struct Worker {
-    routes: Arc<Vec<RoutePlan>>,
+    /// The generation `stages` were built for.
+    generation: Option<Arc<Generation>>,
     /// `stages[route][i]`: this worker's instances.
     stages: Vec<Vec<WorkerStage>>,
 }
@@ -185,9 +218,34 @@ impl Worker {
         }
     }
 
+    /// Builds this worker's stage instances for `generation` unless they exist already.
+    fn prepare(&mut self, generation: &Arc<Generation>) -> Result<(), StageError> {
+        if self.generation.as_ref().is_some_and(|g| g.id == generation.id) {
+            return Ok(());
+        }
+        // Drop the old instances first, so a worker never holds two generations' memories.
+        self.stages.clear();
+        self.generation = None;
+        self.stages = generation
+            .routes
+            .iter()
+            .map(|r| r.stages.iter().map(WorkerStage::new).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()?;
+        self.generation = Some(Arc::clone(generation));
+        Ok(())
+    }
+
     fn handle(&mut self, job: Job) {
-        let Job { route, mut batch, ack, charge } = job;
-        let Some(plan) = self.routes.get(route) else {
+        let Job { generation, route, mut batch, ack, charge } = job;
+        if let Err(e) = self.prepare(&generation) {
+            // Nothing was acknowledged yet: the client is told and retries.
+            metrics::counter!("sluice_stage_errors_total", "stage" => e.stage.clone(), "reason" => "instantiate")
+                .increment(1);
+            tracing::error!(stage = %e.stage, "cannot instantiate the stage: {}", e.message);
+            ack.fail(format!("cannot instantiate stage `{}`", e.stage));
+            return;
+        }
+        let Some(plan) = generation.routes.get(route) else {
             ack.fail(format!("no route with index {route}"));
             return;
         };
@@ -277,6 +335,17 @@ mod tests {
         }
     }
 
+    /// A generation whose only route (the default one) runs `plan`.
+    fn generation(id: u64, plan: RoutePlan) -> Generation {
+        let config = crate::config::Config::embedded_default();
+        let router = Router::new(&config, &["local".into()]).expect("router");
+        Generation { id, router, routes: vec![plan], sinks: Vec::new() }
+    }
+
+    fn job(generation: &Arc<Generation>, batch: Batch, ack: Ack, charge: Arc<Charge>) -> Job {
+        Job { generation: Arc::clone(generation), route: 0, batch, ack, charge }
+    }
+
     fn batch(app: &str, lines: &[&str]) -> Batch {
         let labels = LabelSet::new(vec![("app".into(), app.into())]);
         let entries =
@@ -291,7 +360,8 @@ mod tests {
         let factory: StageFactory = Arc::new(|| Ok(Box::new(DropLines("debug")) as Box<dyn Stage>));
         let stages = vec![StagePlan { factory, on_error: OnError::Pass }];
         let plan = RoutePlan { name: "r".into(), stages, sinks: vec![tx1, tx2] };
-        let (pipeline, handles) = Pipeline::start(2, vec![plan]).expect("starts");
+        let (pipeline, handles) = Pipeline::start(2, generation(1, plan)).expect("starts");
+        let generation = pipeline.current().expect("open");
         let budget = Budget::new(100, 10_000);
         let mut waiters = Vec::new();
         for (i, lines) in [["a", "debug x"], ["boom", "b"], ["fail", "c"], ["d", "e"]].iter().enumerate() {
@@ -299,13 +369,14 @@ mod tests {
             let b = batch("x", lines);
             let charge = Arc::new(budget.try_charge(2, 10).expect("fits"));
             let shard = pipeline.shard(b.streams[0].labels.fingerprint());
-            pipeline.submit([(shard, Job { route: 0, batch: b, ack, charge })]).expect("open");
+            pipeline.submit([(shard, job(&generation, b, ack, charge))]).expect("open");
             waiters.push((i, waiter));
         }
         for (i, w) in waiters {
             assert_eq!(w.await.expect("acked"), Ok(()), "batch {i}");
         }
         pipeline.close();
+        drop(generation);
         for h in handles {
             h.join().expect("worker exits cleanly");
         }
@@ -338,21 +409,21 @@ mod tests {
                 stages: vec![StagePlan { factory, on_error }],
                 sinks: vec![tx],
             };
-            let (pipeline, handles) = Pipeline::start(1, vec![plan]).expect("starts");
+            let (pipeline, handles) = Pipeline::start(1, generation(1, plan)).expect("starts");
+            let generation = pipeline.current().expect("open");
             let budget = Budget::new(100, 10_000);
             let mut waiters = Vec::new();
             for lines in [["a", "debug x"], ["boom", "b"], ["fail", "c"], ["d", "e"]] {
                 let (ack, waiter) = Ack::new();
                 let charge = Arc::new(budget.try_charge(2, 10).expect("fits"));
-                pipeline
-                    .submit([(0, Job { route: 0, batch: batch("x", &lines), ack, charge })])
-                    .expect("open");
+                pipeline.submit([(0, job(&generation, batch("x", &lines), ack, charge))]).expect("open");
                 waiters.push(waiter);
             }
             for w in waiters {
                 assert_eq!(w.await.expect("acked"), Ok(()), "a policy applied is not a failed push");
             }
             pipeline.close();
+            drop(generation);
             for h in handles {
                 h.join().expect("worker exits cleanly");
             }
@@ -368,5 +439,74 @@ mod tests {
             let expected: &[&str] = if dead_letter { &["boom", "b", "fail", "c"] } else { &[] };
             assert_eq!(dead, expected, "dead letters are the failed batches, unchanged");
         }
+    }
+
+    /// Appends a version tag to every line.
+    struct Tag(&'static str);
+    impl Stage for Tag {
+        fn name(&self) -> &str {
+            "tag"
+        }
+        fn process(&mut self, batch: &mut Batch) -> Result<(), StageError> {
+            for e in batch.streams.iter_mut().flat_map(|s| &mut s.entries) {
+                e.line.push_str(self.0);
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn jobs_finish_on_the_generation_they_were_routed_with() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let plan = |tag: &'static str| {
+            let built = Arc::clone(&built);
+            let factory: StageFactory = Arc::new(move || {
+                built.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(Box::new(Tag(tag)) as Box<dyn Stage>)
+            });
+            RoutePlan {
+                name: "r".into(),
+                stages: vec![StagePlan { factory, on_error: OnError::Pass }],
+                sinks: vec![tx.clone()],
+            }
+        };
+        let (pipeline, handles) = Pipeline::start(1, generation(1, plan("-v1"))).expect("starts");
+        let old = pipeline.current().expect("open");
+        pipeline.swap(generation(2, plan("-v2"))).expect("open");
+        let new = pipeline.current().expect("open");
+        assert_eq!(new.id, 2);
+        drop(tx);
+        let budget = Budget::new(100, 10_000);
+        let mut waiters = Vec::new();
+        // A push routed before the reload may reach the worker after one routed after it.
+        for (g, line) in [(&old, "a"), (&new, "b"), (&old, "c"), (&new, "d")] {
+            let (ack, waiter) = Ack::new();
+            let charge = Arc::new(budget.try_charge(1, 10).expect("fits"));
+            pipeline.submit([(0, job(g, batch("x", &[line]), ack, charge))]).expect("open");
+            waiters.push(waiter);
+        }
+        for w in waiters {
+            assert_eq!(w.await.expect("acked"), Ok(()));
+        }
+        pipeline.close();
+        drop((old, new));
+        for h in handles {
+            h.join().expect("worker exits cleanly");
+        }
+        let mut lines = Vec::new();
+        while let Some(input) = rx.recv().await {
+            lines.extend(input.batch.streams.into_iter().flat_map(|s| s.entries).map(|e| e.line));
+        }
+        assert_eq!(
+            lines,
+            ["a-v1", "b-v2", "c-v1", "d-v2"],
+            "each batch once, with its own generation's stage"
+        );
+        assert_eq!(
+            built.load(std::sync::atomic::Ordering::SeqCst),
+            4,
+            "instances rebuilt when the generation changes"
+        );
     }
 }

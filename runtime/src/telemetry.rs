@@ -75,6 +75,7 @@ fn describe() {
         "Plugin instances rebuilt after a trap, timeout or memory exhaustion."
     );
     describe_counter!("sluice_plugin_log_suppressed_total", "Plugin log messages over the per-call limit.");
+    describe_counter!("sluice_reloads_total", "Configuration reloads, by result.");
     describe_counter!("sluice_route_dropped_entries_total", "Entries that no route or sink took.");
     describe_counter!("sluice_sink_requests_total", "Sink requests by status.");
     describe_counter!("sluice_sink_sent_entries_total", "Entries delivered by a sink.");

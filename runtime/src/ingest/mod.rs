@@ -28,12 +28,12 @@ use crate::config::Config;
 use crate::decode::{self, BodyFormat, Decoded};
 use crate::model::{Ack, Batch};
 use crate::pipeline::{Job, Pipeline};
-use crate::route::Router as Routes;
 
 /// Everything the handlers need.
 pub struct Ingest {
     pub tenants: Tenants,
-    pub routes: Routes,
+    /// Reloads the configuration (`POST /-/reload`); answers what changed or why not.
+    pub reload: Option<ReloadHook>,
     pub pipeline: Arc<Pipeline>,
     pub budget: Arc<Budget>,
     pub max_body_size: u64,
@@ -46,14 +46,13 @@ pub struct Ingest {
 impl Ingest {
     pub fn new(
         config: &Config,
-        routes: Routes,
         pipeline: Arc<Pipeline>,
         budget: Arc<Budget>,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         Self {
             tenants: Tenants::new(config),
-            routes,
+            reload: None,
             pipeline,
             budget,
             max_body_size: config.server.max_body_size.as_u64(),
@@ -72,6 +71,7 @@ pub fn app(state: Arc<Ingest>) -> Router {
         .route("/api/prom/push", post(push))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/-/reload", post(reload))
         .with_state(state)
 }
 
@@ -80,6 +80,20 @@ async fn ready(State(s): State<Arc<Ingest>>) -> Response {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+/// Runs a reload; `Ok` says what is now in effect, `Err` why the old configuration stays.
+pub type ReloadHook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
+async fn reload(State(s): State<Arc<Ingest>>) -> Response {
+    let Some(hook) = &s.reload else {
+        return (StatusCode::NOT_FOUND, "reloading is not enabled\n").into_response();
+    };
+    match hook().await {
+        Ok(message) => (StatusCode::OK, format!("{message}\n")).into_response(),
+        Err(message) => (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
     }
 }
 
@@ -226,13 +240,14 @@ async fn dispatch(s: &Ingest, batch: Batch) -> Result<(), IngestError> {
         .try_charge(batch.entry_count() as u64, batch.size() as u64)
         .map(Arc::new)
         .ok_or_else(|| IngestError::QueueFull { entries: s.budget.entries(), bytes: s.budget.bytes() })?;
+    let generation = s.pipeline.current().map_err(|_| IngestError::ShuttingDown)?;
     let workers = s.pipeline.workers();
     let mut parts: Vec<Option<Batch>> = Vec::new();
-    parts.resize_with(s.routes.len() * workers, || None);
+    parts.resize_with(generation.router.len() * workers, || None);
     let mut selected = Vec::new();
     let tenant = batch.tenant;
     for stream in batch.streams {
-        s.routes.select(&tenant, &stream.labels, &mut selected);
+        generation.router.select(&tenant, &stream.labels, &mut selected);
         let shard = s.pipeline.shard(stream.labels.fingerprint());
         let Some((&last, rest)) = selected.split_last() else { continue };
         for &route in rest {
@@ -245,7 +260,13 @@ async fn dispatch(s: &Ingest, batch: Batch) -> Result<(), IngestError> {
     let (ack, waiter) = Ack::new();
     let jobs = parts.into_iter().enumerate().filter_map(|(i, part)| {
         let batch = part?;
-        let job = Job { route: i / workers, batch, ack: ack.clone(), charge: Arc::clone(&charge) };
+        let job = Job {
+            generation: Arc::clone(&generation),
+            route: i / workers,
+            batch,
+            ack: ack.clone(),
+            charge: Arc::clone(&charge),
+        };
         Some((i % workers, job))
     });
     s.pipeline.submit(jobs).map_err(|_| IngestError::ShuttingDown)?;
