@@ -1,4 +1,5 @@
-//! The command line: `sluice run` and `sluice validate`.
+//! The command line: `sluice run`, `sluice validate`, and `sluice plugin test|new` for plugin
+//! authors (their logic lives in [`crate::plugin::tryout`] and [`crate::plugin::scaffold`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,66 @@ pub enum Command {
     Run(RunArgs),
     /// Check a configuration file and report every problem with its location.
     Validate(ValidateArgs),
+    /// Write and try out plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run a plugin over a file of log lines, as a pipeline stage would, and show what comes out
+    /// and what was dropped.
+    Test(PluginTestArgs),
+    /// Write a new plugin crate from the SDK's template.
+    New(PluginNewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginTestArgs {
+    /// The plugin's .wasm (built with `cargo build --release --target wasm32-wasip2`).
+    pub plugin: PathBuf,
+    /// The stage's `config`, as JSON or YAML (default `{}`).
+    #[arg(long, conflicts_with = "config_file")]
+    pub config: Option<String>,
+    /// A file holding the stage's `config`, JSON or YAML.
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// The input: a Loki JSON push body, or NDJSON lines (archive records or plain text);
+    /// `-` reads stdin.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The tenant the batches belong to.
+    #[arg(long, default_value = "fake")]
+    pub tenant: String,
+    /// The stage's `hash_key` (default: sluice's public default key, as for a stage without one).
+    #[arg(long)]
+    pub hash_key: Option<String>,
+    /// `text`: one line per entry and a summary; `ndjson`: the output entries as archive
+    /// records on stdout, the summary on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::plugin::tryout::OutputFormat,
+    /// Most entries per `process` call.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    /// The stage's `timeout` per call (default as in a stage: 1s), e.g. `300ms`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// The stage's `max_memory` (default as in a stage: 64MiB), e.g. `16MiB`.
+    #[arg(long)]
+    pub max_memory: Option<bytesize::ByteSize>,
+}
+
+#[derive(Debug, Args)]
+pub struct PluginNewArgs {
+    /// The crate's name, e.g. `redact-emails`.
+    pub name: String,
+    /// The directory to create the crate in (as `<dir>/<name>`).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Path of sluice's `sdk/` for the `sluice-sdk` dependency (default: the SDK this sluice was
+    /// built from, if it is still there).
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +127,49 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(&args),
+        Command::Plugin(PluginCommand::Test(args)) => plugin_test(args),
+        Command::Plugin(PluginCommand::New(args)) => plugin_new(&args),
+    }
+}
+
+fn plugin_test(args: PluginTestArgs) -> ExitCode {
+    use crate::plugin::tryout;
+    tryout::logs::init();
+    let result =
+        tryout::parse_config(args.config.as_deref(), args.config_file.as_deref()).and_then(|config| {
+            let options = tryout::Options {
+                plugin: args.plugin,
+                config,
+                input: args.input,
+                tenant: args.tenant,
+                hash_key: args.hash_key,
+                format: args.format,
+                batch_size: args.batch_size as usize,
+                timeout: args.timeout,
+                max_memory: args.max_memory,
+            };
+            tryout::run(&options, &mut std::io::stdout().lock(), &mut std::io::stderr())
+        });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plugin_new(args: &PluginNewArgs) -> ExitCode {
+    use crate::plugin::scaffold;
+    match scaffold::create(&args.name, &args.dir, args.sdk.as_deref()) {
+        Ok(created) => {
+            print!("{}", scaffold::next_steps(&created));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -86,7 +190,9 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    match runtime.block_on(crate::app::run(config)) {
+    // Reloads (SIGHUP, `POST /-/reload`, a changed file) read the same sources again.
+    let reload: crate::app::Reloader = std::sync::Arc::new(move || load(&args));
+    match runtime.block_on(crate::app::run(config, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -9,7 +9,8 @@
 //! - [`host`] and [`capture`]: the sandbox and the host imports (`log`, `keyed-hash`);
 //! - [`apply`]: a checked response applied to the host's batch;
 //! - [`stage`]: [`WasmStage`], the pipeline stage, with its metrics and failure handling;
-//! - [`build`]: stages from the configuration, for `sluice run` and `sluice validate`.
+//! - [`build`]: stages from the configuration, for `sluice run` and `sluice validate`;
+//! - [`tryout`] and [`scaffold`]: `sluice plugin test` and `sluice plugin new`, for authors.
 //!
 //! A plugin is untrusted: a trap, a timeout, exhausted memory, a returned error or a malformed
 //! response fails only the batch at hand (the stage's `on_error` policy decides its fate, see
@@ -23,9 +24,13 @@ pub mod capture;
 pub mod engine;
 pub mod host;
 pub mod instance;
+#[cfg(test)]
+mod parity;
+pub mod scaffold;
 pub mod stage;
 #[cfg(test)]
 mod tests;
+pub mod tryout;
 
 pub use build::{PluginStages, build_stages, check_config, check_stage};
 pub use engine::{PluginEngine, PoolSize};

@@ -11,7 +11,7 @@ use super::*;
 use crate::model::{Batch, Entry, LabelSet, Stream};
 use crate::pipeline::Stage;
 
-fn plugin(name: &str) -> PathBuf {
+pub(super) fn plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
         .get_or_init(|| {
