@@ -32,8 +32,9 @@ pub struct FileSink {
     batcher: Batcher,
 }
 
+/// One entry of the archive, as written (and as `sluice plugin test --format ndjson` prints it).
 #[derive(Serialize)]
-struct Record<'a> {
+pub(crate) struct Record<'a> {
     ts: String,
     time: String,
     labels: BTreeMap<&'a str, &'a str>,
@@ -147,7 +148,8 @@ fn write_partitions(dir: &Path, batch: &Batch) -> std::io::Result<u64> {
     Ok(written)
 }
 
-fn record<'a>(labels: &'a LabelSet, entry: &'a Entry, time: String) -> Record<'a> {
+/// The archive record of `entry`; `time` is its timestamp as [`rfc3339`] writes it.
+pub(crate) fn record<'a>(labels: &'a LabelSet, entry: &'a Entry, time: String) -> Record<'a> {
     Record {
         ts: entry.timestamp_ns.to_string(),
         time,
@@ -157,10 +159,15 @@ fn record<'a>(labels: &'a LabelSet, entry: &'a Entry, time: String) -> Record<'a
     }
 }
 
+/// RFC 3339 with nanoseconds, UTC (`1970-01-01T00:00:00.000000000Z` for times before 1970).
+pub(crate) fn rfc3339(ns: i64) -> String {
+    let t = if ns >= 0 { UNIX_EPOCH + Duration::from_nanos(ns as u64) } else { UNIX_EPOCH };
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
 /// `(YYYY-MM-DD, hour, RFC 3339 with nanoseconds)` of a timestamp, in UTC.
 fn utc_parts(ns: i64) -> (String, u32, String) {
-    let t = if ns >= 0 { UNIX_EPOCH + Duration::from_nanos(ns as u64) } else { UNIX_EPOCH };
-    let time = humantime::format_rfc3339_nanos(t).to_string();
+    let time = rfc3339(ns);
     // `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`
     let date = time.get(..10).unwrap_or("1970-01-01").to_string();
     let hour = time.get(11..13).and_then(|h| h.parse().ok()).unwrap_or(0);

@@ -14,15 +14,15 @@
 //! one archive record each (`ts`, `time`, `labels`, `structured_metadata`, `line`), in the order
 //! the service would hand them to its sinks.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::io::Write;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use sluice_sdk::format::Pairs;
 use sluice_sdk::format::response::{Response, Verdict};
 
 use crate::model::{Batch, LabelSet, Pair};
+use crate::sink::file::{record, rfc3339};
 
 /// How the result is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -157,17 +157,7 @@ impl<'w> Report<'w> {
         if self.format == OutputFormat::Ndjson {
             for stream in &after.streams {
                 for entry in &stream.entries {
-                    let record = Record {
-                        ts: entry.timestamp_ns.to_string(),
-                        time: rfc3339(entry.timestamp_ns),
-                        labels: stream.labels.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str())).collect(),
-                        structured_metadata: entry
-                            .metadata
-                            .iter()
-                            .map(|(n, v)| (n.as_str(), v.as_str()))
-                            .collect(),
-                        line: &entry.line,
-                    };
+                    let record = record(&stream.labels, entry, rfc3339(entry.timestamp_ns));
                     serde_json::to_writer(&mut *self.out, &record)?;
                     self.out.write_all(b"\n")?;
                 }
@@ -185,23 +175,6 @@ impl<'w> Report<'w> {
         self.out.flush()?;
         Ok(self.summary)
     }
-}
-
-/// An archive record, as the file sink writes it.
-#[derive(serde::Serialize)]
-struct Record<'a> {
-    ts: String,
-    time: String,
-    labels: BTreeMap<&'a str, &'a str>,
-    structured_metadata: BTreeMap<&'a str, &'a str>,
-    line: &'a str,
-}
-
-/// RFC 3339 with nanoseconds, UTC, as in the archive (`1970-01-01T00:00:00.000000000Z` for
-/// times before 1970).
-fn rfc3339(ns: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
-    humantime::format_rfc3339_nanos(t).to_string()
 }
 
 /// `{labels} "line"` and ` {metadata}` when there is some.
