@@ -173,35 +173,3 @@ fn a_file_that_is_not_a_component_is_a_compile_error() {
         .expect_err("not a component");
     assert!(matches!(e, PluginError::Compile(_)), "{e}");
 }
-
-/// The boundary's cost per entry: encode, call, check and apply for a 1,000-entry batch, through
-/// a plugin that keeps everything. Meaningful in release:
-/// `cargo test --release -p sluice --lib boundary_cost -- --ignored --nocapture`.
-#[test]
-#[ignore = "a measurement, not a test"]
-fn boundary_cost_per_entry() {
-    let engine = engine();
-    let lines: Vec<String> = (0..1000)
-        .map(|i| {
-            format!(
-                "2024-11-21T10:56:42Z level=info msg=\"request served\" path=/api/v1/items/{i} status=200"
-            )
-        })
-        .collect();
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    for name in ["trap", "identity"] {
-        let mut stage =
-            WasmStage::new(load(&engine, name, Duration::from_secs(1), 64 << 20)).expect("instance");
-        let mut b = batch(&refs);
-        for _ in 0..200 {
-            stage.process(&mut b).expect("runs");
-        }
-        let rounds = 2000;
-        let started = Instant::now();
-        for _ in 0..rounds {
-            stage.process(&mut b).expect("runs");
-        }
-        let per_entry = started.elapsed().as_secs_f64() / f64::from(rounds) / 1000.0;
-        println!("{name}: {:.3} µs per entry (1,000-entry batches)", per_entry * 1e6);
-    }
-}
