@@ -68,7 +68,8 @@ pub struct Pending {
     /// Charges of the inputs whose entries are in here; dropped once delivered.
     pub charges: Vec<Arc<Charge>>,
     started: Instant,
-    index: HashMap<LabelSet, usize>,
+    /// Streams of `batch` by label fingerprint (a collision just means two candidates).
+    index: HashMap<u64, Vec<usize>>,
 }
 
 impl Pending {
@@ -87,11 +88,17 @@ impl Pending {
         self.bytes += entry.line.len() + entry.metadata_size();
         self.entries += 1;
         let streams = &mut self.batch.streams;
-        let i = *self.index.entry(labels.clone()).or_insert_with(|| {
-            streams.push(Stream { labels: labels.clone(), entries: Vec::new() });
-            streams.len() - 1
-        });
-        self.batch.streams[i].entries.push(entry);
+        let candidates = self.index.entry(labels.fingerprint()).or_default();
+        let i = match candidates.iter().find(|&&i| streams[i].labels == *labels) {
+            Some(&i) => i,
+            None => {
+                // The labels are copied once per stream and batch, not per entry.
+                streams.push(Stream { labels: labels.clone(), entries: Vec::new() });
+                candidates.push(streams.len() - 1);
+                streams.len() - 1
+            }
+        };
+        streams[i].entries.push(entry);
     }
 
     fn hold(&mut self, charge: &Arc<Charge>) {
