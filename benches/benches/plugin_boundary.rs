@@ -20,6 +20,7 @@ use sluice::decode::{BodyFormat, decode_push};
 use sluice::model::Batch;
 use sluice::pipeline::Stage;
 use sluice::plugin::apply::apply;
+use sluice::plugin::stage::encode_request;
 use sluice::plugin::{LoadedPlugin, PluginEngine, PluginSpec, PoolSize, WasmStage};
 use sluice_benches::workload::{GenConfig, Generator};
 use sluice_sdk::Plugin;
@@ -63,18 +64,7 @@ impl<P: Plugin> NativeStage<P> {
     }
 
     fn process(&mut self, batch: &mut Batch) {
-        self.writer.reset(&batch.tenant);
-        for stream in &batch.streams {
-            self.writer.stream(stream.labels.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str())));
-            for e in &stream.entries {
-                self.writer.entry(
-                    e.timestamp_ns,
-                    &e.line,
-                    e.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-                );
-            }
-        }
-        self.writer.finish_into(&mut self.request).expect("encodes");
+        encode_request(&mut self.writer, batch, &mut self.request).expect("encodes");
         let response = self.plugin.process(&self.request).expect("processes");
         let response = Response::parse(&response, batch.entry_count()).expect("valid response");
         apply(batch, &response);

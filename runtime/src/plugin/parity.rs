@@ -12,6 +12,7 @@ use sluice_sdk::format::response::Response;
 use sluice_sdk::native::NativePlugin;
 
 use super::apply::apply;
+use super::stage::encode_request;
 use super::tests::plugin;
 use super::*;
 use crate::model::{Batch, Entry, LabelSet, Stream};
@@ -121,7 +122,7 @@ where
 {
     let mut request = Vec::new();
     let mut writer = sluice_sdk::format::request::RequestWriter::default();
-    tryout::encode(&mut writer, batch, &mut request).expect("encodes");
+    encode_request(&mut writer, batch, &mut request).expect("encodes");
     let from_native = native(&request).unwrap_or_else(|e| panic!("{what}: native: {e}"));
     let from_wasm = wasm.process(&request).unwrap_or_else(|e| panic!("{what}: wasm: {e}"));
     assert!(from_native == from_wasm, "{what}: the response bytes differ");
@@ -212,7 +213,7 @@ fn example_filter_gives_identical_output_natively_and_as_wasm() {
         NativePlugin::<example_filter::ExampleFilter>::new(CONFIG, sluice_sdk::hash::derive_key(b"other"))
             .expect("native init");
     let mut request = Vec::new();
-    tryout::encode(&mut Default::default(), &varied(), &mut request).expect("encodes");
+    encode_request(&mut Default::default(), &varied(), &mut request).expect("encodes");
     assert_ne!(other_key.process(&request).expect("runs"), bytes);
 }
 

@@ -80,18 +80,7 @@ impl WasmStage {
     }
 
     fn run(&mut self, batch: &mut Batch) -> Result<Applied, Failure> {
-        self.writer.reset(&batch.tenant);
-        for stream in &batch.streams {
-            self.writer.stream(stream.labels.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str())));
-            for e in &stream.entries {
-                self.writer.entry(
-                    e.timestamp_ns,
-                    &e.line,
-                    e.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-                );
-            }
-        }
-        self.writer.finish_into(&mut self.request).map_err(|e| Failure::Encode(e.to_string()))?;
+        encode_request(&mut self.writer, batch, &mut self.request)?;
         let instance = match &mut self.instance {
             Some(i) => i,
             None => {
@@ -113,6 +102,18 @@ impl WasmStage {
         let response = Response::parse(&response, entry_count).map_err(|e| Failure::Malformed(e.0))?;
         Ok(apply(batch, &response))
     }
+}
+
+/// Writes `batch` as a plugin request into `out` (cleared first), reusing `writer`'s buffers.
+pub fn encode_request(writer: &mut RequestWriter, batch: &Batch, out: &mut Vec<u8>) -> Result<(), Failure> {
+    writer.reset(&batch.tenant);
+    for stream in &batch.streams {
+        writer.stream(stream.labels.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        for e in &stream.entries {
+            writer.entry(e.timestamp_ns, &e.line, e.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        }
+    }
+    writer.finish_into(out).map_err(|e| Failure::Encode(e.to_string()))
 }
 
 impl Stage for WasmStage {

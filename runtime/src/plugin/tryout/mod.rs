@@ -25,8 +25,8 @@ use super::apply::apply;
 use super::build::{DEFAULT_HASH_SECRET, check_stage};
 use super::engine::{PluginEngine, PoolSize};
 use super::instance::LoadedPlugin;
+use super::stage::encode_request;
 use crate::config::{MAX_PLUGIN_MEMORY, StageConfig};
-use crate::model::Batch;
 
 pub use report::{OutputFormat, Summary};
 
@@ -108,7 +108,7 @@ pub fn run(options: &Options, out: &mut dyn Write, err: &mut dyn Write) -> Resul
             Some(instance) => instance,
             None => instance.insert(plugin.instantiate().map_err(failed)?),
         };
-        encode(&mut writer, &batch, &mut request).map_err(failed)?;
+        encode_request(&mut writer, &batch, &mut request).map_err(failed)?;
         let started = Instant::now();
         let response = instance.process(&request).map_err(failed)?;
         let elapsed = started.elapsed();
@@ -184,16 +184,4 @@ fn read_input(path: &Path) -> Result<Vec<u8>, TryoutError> {
         std::fs::read(path)
     };
     result.map_err(|e| TryoutError::Input { path: path.display().to_string(), message: e.to_string() })
-}
-
-/// The request buffer of `batch`, as [`super::WasmStage`] writes it.
-pub(crate) fn encode(writer: &mut RequestWriter, batch: &Batch, out: &mut Vec<u8>) -> Result<(), Failure> {
-    writer.reset(&batch.tenant);
-    for stream in &batch.streams {
-        writer.stream(stream.labels.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        for e in &stream.entries {
-            writer.entry(e.timestamp_ns, &e.line, e.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        }
-    }
-    writer.finish_into(out).map_err(|e| Failure::Encode(e.to_string()))
 }
