@@ -41,7 +41,8 @@ pub enum PluginCommand {
 
 #[derive(Debug, Args)]
 pub struct PluginTestArgs {
-    /// The plugin's .wasm (built with `cargo build --release --target wasm32-wasip2`).
+    /// The plugin's .wasm (built with `cargo build --release --target wasm32-wasip2`), or a
+    /// built-in's name (`redact`), to try a built-in on your own lines.
     pub plugin: PathBuf,
     /// The stage's `config`, as JSON or YAML (default `{}`).
     #[arg(long, conflicts_with = "config_file")]

@@ -396,12 +396,18 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
-    /// Name in metrics and logs; default `<pipeline>/<plugin file stem>`.
+    /// Name in metrics and logs; default `<pipeline>/<plugin name or file stem>`.
     #[serde(default)]
     pub name: Option<String>,
-    /// Path of the plugin's `.wasm` (a component built for `wasm32-wasip2`); relative paths
-    /// resolve against the configuration file's directory.
+    /// A built-in plugin's name (`redact`), or the path of a plugin's `.wasm` (a component built
+    /// for `wasm32-wasip2`; relative paths resolve against the configuration file's directory).
+    /// A value with a `/` or ending in `.wasm` is a path.
     pub plugin: PathBuf,
+    /// How a built-in runs: `wasm` (default), sandboxed like any plugin, or `native`, compiled
+    /// into sluice: faster, but without the sandbox's time and memory limits. Plugin files are
+    /// always Wasm.
+    #[serde(default)]
+    pub run: RunMode,
     /// The plugin's own configuration, any YAML; the plugin's `init` receives it as JSON
     /// (absent: `{}`).
     #[serde(default = "default_plugin_config")]
@@ -425,6 +431,26 @@ pub struct StageConfig {
     /// publicly known key (a warning at startup): hashes are then not secret.
     #[serde(default)]
     pub hash_key: Option<String>,
+}
+
+/// How a stage runs its plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    /// In the WebAssembly sandbox.
+    #[default]
+    Wasm,
+    /// Compiled into sluice (built-ins only).
+    Native,
+}
+
+/// Where a stage's plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// A built-in, by name.
+    Builtin(String),
+    /// A `.wasm` file, resolved.
+    File(PathBuf),
 }
 
 /// A stage's failure policy.
@@ -452,8 +478,8 @@ pub struct StageRef<'a> {
     /// The stage's name in metrics and logs.
     pub name: String,
     pub stage: &'a StageConfig,
-    /// The plugin file, resolved.
-    pub path: PathBuf,
+    /// The plugin, resolved.
+    pub source: PluginSource,
 }
 
 /// A problem a plugin check found, and which key of the stage it concerns.
@@ -687,12 +713,19 @@ impl Config {
             let mut stage_names = BTreeMap::new();
             for (i, stage) in pipeline.stages.iter().enumerate() {
                 let at = format!("pipelines.{name}.stages[{i}]");
-                let path = self.plugin_path(stage);
-                if !path.is_file() {
-                    errors.push(err(
-                        format!("{at}.plugin"),
-                        format!("no plugin file at {} (relative paths start at the configuration file's directory)", path.display()),
-                    ));
+                if let PluginSource::File(path) = self.plugin_source(stage) {
+                    if !path.is_file() {
+                        errors.push(err(
+                            format!("{at}.plugin"),
+                            format!("no plugin file at {} (relative paths start at the configuration file's directory)", path.display()),
+                        ));
+                    }
+                    if stage.run == RunMode::Native {
+                        errors.push(err(
+                            format!("{at}.run"),
+                            "`run: native` is only for built-in plugins; a plugin file always runs as Wasm",
+                        ));
+                    }
                 }
                 match (stage.on_error, &stage.dead_letter) {
                     (OnErrorConfig::DeadLetter, None) => errors.push(err(
@@ -724,7 +757,7 @@ impl Config {
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
-    /// Runs `check` (compile, instantiate, `init`) on every stage whose plugin file exists and
+    /// Runs `check` (compile, instantiate, `init`) on every stage whose plugin exists and
     /// reports what it finds at `pipelines.<name>.stages[<i>].<key>`. Kept apart from
     /// [`Config::validate`] so this module does not depend on the plugin host.
     pub fn check_stages(
@@ -734,11 +767,11 @@ impl Config {
         let mut errors = Vec::new();
         for (name, pipeline) in &self.pipelines {
             for (i, stage) in pipeline.stages.iter().enumerate() {
-                let path = self.plugin_path(stage);
-                if !path.is_file() {
+                let source = self.plugin_source(stage);
+                if matches!(&source, PluginSource::File(path) if !path.is_file()) {
                     continue;
                 }
-                let at = StageRef { pipeline: name, index: i, name: stage_name(name, stage), stage, path };
+                let at = StageRef { pipeline: name, index: i, name: stage_name(name, stage), stage, source };
                 if let Err(p) = check(at) {
                     errors.push(err(format!("pipelines.{name}.stages[{i}].{}", p.key), p.message));
                 }
@@ -747,15 +780,19 @@ impl Config {
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
-    /// The files whose change triggers a reload: the configuration file and every plugin.
+    /// The files whose change triggers a reload: the configuration file and every plugin file.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let plugins = self.pipelines.values().flat_map(|p| &p.stages).map(|s| self.plugin_path(s));
+        let plugins =
+            self.pipelines.values().flat_map(|p| &p.stages).filter_map(|s| match self.plugin_source(s) {
+                PluginSource::File(path) => Some(path),
+                PluginSource::Builtin(_) => None,
+            });
         self.source.iter().cloned().chain(plugins).collect()
     }
 
-    /// Where a stage's plugin file is: `plugin` itself when absolute, else under `base_dir`.
-    pub fn plugin_path(&self, stage: &StageConfig) -> PathBuf {
-        self.base_dir.join(&stage.plugin)
+    /// Where a stage's plugin comes from (see [`plugin_source`]).
+    pub fn plugin_source(&self, stage: &StageConfig) -> PluginSource {
+        plugin_source(&self.base_dir, &stage.plugin)
     }
 
     /// The limits of one tenant: the global ones with its overrides applied.
@@ -784,6 +821,14 @@ pub fn stage_name(pipeline: &str, stage: &StageConfig) -> String {
         let stem = stage.plugin.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
         format!("{pipeline}/{stem}")
     })
+}
+
+/// Where a stage's `plugin` comes from: a bare name (no `/`, not ending in `.wasm`) is a
+/// built-in; anything else a file, `plugin` itself when absolute, else under `base_dir`.
+pub fn plugin_source(base_dir: &Path, plugin: &Path) -> PluginSource {
+    let text = plugin.to_string_lossy();
+    let is_path = text.contains('/') || text.contains('\\') || text.ends_with(".wasm") || text.is_empty();
+    if is_path { PluginSource::File(base_dir.join(plugin)) } else { PluginSource::Builtin(text.into_owned()) }
 }
 
 /// The name a route goes by in metrics and logs.
@@ -1027,7 +1072,7 @@ default_route: { sinks: [local], pipeline: main }
         std::fs::write(&path, text).expect("write");
         let cfg = Config::load(&path).expect("parses");
         let stage = &cfg.pipelines["main"].stages[0];
-        assert_eq!(cfg.plugin_path(stage), dir.path().join("p.wasm"));
+        assert_eq!(cfg.plugin_source(stage), PluginSource::File(dir.path().join("p.wasm")));
         assert_eq!(stage.config.to_string(), r#"{"fields":["email"],"nested":{"n":1}}"#);
         assert_eq!((stage.on_error, stage.timeout), (OnErrorConfig::Pass, Duration::from_secs(1)));
         assert_eq!(stage.max_memory, ByteSize::mib(64));

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::buffer::Charge;
-use crate::model::{Ack, Batch};
+use crate::model::{Ack, Batch, LabelSet};
 use crate::route::Router;
 use crate::sink::{SinkInput, SinkSender};
 
@@ -287,22 +287,72 @@ impl Worker {
         if batch.streams.is_empty() {
             return;
         }
-        let Some((last, rest)) = plan.sinks.split_last() else {
-            // A route with no sinks (e.g. `default_route: { sinks: [] }`) drops on purpose.
-            metrics::counter!("sluice_route_dropped_entries_total", "route" => plan.name.clone())
-                .increment(batch.entry_count() as u64);
-            return;
-        };
-        for sink in rest {
-            let input = SinkInput { batch: batch.clone(), charge: Arc::clone(&charge) };
-            if sink.send(input).is_err() {
-                ack.fail("a sink has stopped");
-            }
+        for batch in split_by_tenant(batch, &plan.name) {
+            deliver(plan, batch, &charge, &ack);
         }
-        if last.send(SinkInput { batch, charge }).is_err() {
+    }
+}
+
+/// Hands `batch` to every sink of the route.
+fn deliver(plan: &RoutePlan, batch: Batch, charge: &Arc<Charge>, ack: &Ack) {
+    let Some((last, rest)) = plan.sinks.split_last() else {
+        // A route with no sinks (e.g. `default_route: { sinks: [] }`) drops on purpose.
+        metrics::counter!("sluice_route_dropped_entries_total", "route" => plan.name.clone())
+            .increment(batch.entry_count() as u64);
+        return;
+    };
+    for sink in rest {
+        let input = SinkInput { batch: batch.clone(), charge: Arc::clone(charge) };
+        if sink.send(input).is_err() {
             ack.fail("a sink has stopped");
         }
     }
+    if last.send(SinkInput { batch, charge: Arc::clone(charge) }).is_err() {
+        ack.fail("a sink has stopped");
+    }
+}
+
+/// The reserved label a stage sets to move a stream to another tenant (the name Promtail uses
+/// for the same purpose). Sluice removes it after the last stage.
+pub const TENANT_LABEL: &str = "__tenant_id__";
+
+/// `batch` split by the tenant its stages chose: streams labelled [`TENANT_LABEL`] go, without
+/// that label, to a batch of that tenant; the rest stay. An invalid tenant id is ignored (the
+/// stream stays with its tenant) and counted.
+fn split_by_tenant(mut batch: Batch, route: &str) -> Vec<Batch> {
+    if !batch.streams.iter().any(|s| s.labels.get(TENANT_LABEL).is_some()) {
+        return vec![batch];
+    }
+    let mut moved: Vec<Batch> = Vec::new();
+    let mut stay = Vec::with_capacity(batch.streams.len());
+    for mut stream in std::mem::take(&mut batch.streams) {
+        let Some(tenant) = stream.labels.get(TENANT_LABEL).map(str::to_string) else {
+            stay.push(stream);
+            continue;
+        };
+        let pairs = stream.labels.pairs().iter().filter(|(n, _)| n != TENANT_LABEL).cloned().collect();
+        stream.labels = LabelSet::new(pairs);
+        if !crate::ingest::is_valid_tenant_id(&tenant) || *tenant == *batch.tenant {
+            if *tenant != *batch.tenant {
+                metrics::counter!("sluice_tenant_rewrites_refused_total", "route" => route.to_string())
+                    .increment(stream.entries.len() as u64);
+                tracing::warn!(route, tenant = %tenant.escape_default(), "a stage set an invalid tenant id; the entries keep their tenant");
+            }
+            stay.push(stream);
+            continue;
+        }
+        metrics::counter!("sluice_tenant_rewrites_total", "route" => route.to_string())
+            .increment(stream.entries.len() as u64);
+        match moved.iter_mut().find(|b| *b.tenant == *tenant) {
+            Some(b) => b.streams.push(stream),
+            None => moved.push(Batch { tenant: tenant.into(), streams: vec![stream] }),
+        }
+    }
+    batch.streams = stay;
+    if !batch.streams.is_empty() {
+        moved.push(batch);
+    }
+    moved
 }
 
 #[cfg(test)]
@@ -351,6 +401,43 @@ mod tests {
         let entries =
             lines.iter().map(|l| Entry { timestamp_ns: 1, line: l.to_string(), metadata: vec![] }).collect();
         Batch { tenant: "t".into(), streams: vec![Stream { labels, entries }] }
+    }
+
+    #[test]
+    fn a_stage_moves_streams_to_another_tenant_with_the_reserved_label() {
+        let labelled = |pairs: &[(&str, &str)], line: &str| Stream {
+            labels: LabelSet::new(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()),
+            entries: vec![Entry { timestamp_ns: 1, line: line.into(), metadata: vec![] }],
+        };
+        let mut b = batch("x", &["stays"]);
+        b.streams.push(labelled(&[("app", "a"), (TENANT_LABEL, "team-b")], "to b"));
+        b.streams.push(labelled(&[("app", "c"), (TENANT_LABEL, "team-b")], "to b too"));
+        b.streams.push(labelled(&[("app", "d"), (TENANT_LABEL, "no/slashes")], "invalid: stays"));
+        b.streams.push(labelled(&[("app", "e"), (TENANT_LABEL, "t")], "own tenant: stays"));
+        let out = split_by_tenant(b, "r");
+        let shown: Vec<(String, Vec<String>)> = out
+            .iter()
+            .map(|b| {
+                let streams =
+                    b.streams.iter().map(|s| format!("{:?}={}", s.labels.pairs(), s.entries[0].line));
+                (b.tenant.to_string(), streams.collect())
+            })
+            .collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert_eq!(shown[0].0, "team-b");
+        assert_eq!(shown[0].1, [r#"[("app", "a")]=to b"#, r#"[("app", "c")]=to b too"#]);
+        assert_eq!(shown[1].0, "t");
+        assert_eq!(
+            shown[1].1,
+            [
+                r#"[("app", "x")]=stays"#,
+                r#"[("app", "d")]=invalid: stays"#,
+                r#"[("app", "e")]=own tenant: stays"#
+            ]
+        );
+        // The label never leaves: fingerprints match a label set built without it.
+        let plain = LabelSet::new(vec![("app".into(), "a".into())]);
+        assert_eq!(out[0].streams[0].labels.fingerprint(), plain.fingerprint());
     }
 
     #[tokio::test]

@@ -30,6 +30,7 @@
 //! component-model exports of `sdk/wit/plugin.wit`. See `sdk/README.md` for the guide.
 
 mod batch;
+mod counters;
 mod error;
 pub mod format;
 pub mod hash;
@@ -48,6 +49,7 @@ pub mod testing;
 mod tests;
 
 pub use batch::{Batch, Entry, Labels, Metadata, NewEntry, Stream, Verdict};
+pub use counters::{MAX_EVENT_NAME, count, is_valid_event_name};
 pub use error::Error;
 pub use format::is_valid_label_name;
 pub use host::{Level, keyed_hash, keyed_hash_hex, log, to_hex};
@@ -55,7 +57,7 @@ pub use plugin::Plugin;
 
 /// What a plugin needs, in one import.
 pub mod prelude {
-    pub use crate::{Batch, Entry, Error, Level, NewEntry, Plugin, Stream, Verdict};
+    pub use crate::{Batch, Entry, Error, Level, NewEntry, Plugin, Stream, Verdict, count};
     pub use crate::{bail, debug, error, info, trace, warn};
 }
 

@@ -66,6 +66,16 @@ impl<P: Plugin> NativePlugin<P> {
         })
     }
 
+    /// Whether a panic poisoned this instance (it refuses further batches; build a new one).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// What the plugin counted ([`count`](crate::count)) during the last successful batch.
+    pub fn counts(&self) -> &[(String, u64)] {
+        self.runner.counts()
+    }
+
     /// Replaces the logger (`None`: stderr), returning the previous one.
     pub fn set_logger(&mut self, logger: Option<Logger>) -> Option<Logger> {
         std::mem::replace(&mut self.stub.logger, logger)

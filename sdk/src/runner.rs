@@ -14,6 +14,8 @@ use crate::format::request::Request;
 pub struct Runner<P> {
     plugin: P,
     state: State,
+    /// What the plugin counted during the last successful batch.
+    counts: Vec<(String, u64)>,
 }
 
 impl<P: Plugin> Runner<P> {
@@ -21,17 +23,26 @@ impl<P: Plugin> Runner<P> {
     pub fn init(config_json: &str) -> Result<Self, String> {
         let config = parse_config::<P::Config>(config_json)?;
         let plugin = P::init(config).map_err(|e| e.to_string())?;
-        Ok(Self { plugin, state: State::new() })
+        Ok(Self { plugin, state: State::new(), counts: Vec::new() })
     }
 
     /// Processes one request buffer into a response buffer.
     pub fn process(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
+        // Counts belong to the batch that made them: a failed batch's are dropped.
+        drop(crate::counters::take());
+        self.counts.clear();
         let request = Request::parse(request).map_err(|e| e.to_string())?;
         let mut batch = Batch::new(&request, &mut self.state);
         self.plugin.process_batch(&mut batch).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         self.state.finish(&request, &mut out).map_err(|e| e.to_string())?;
+        self.counts = crate::counters::take();
         Ok(out)
+    }
+
+    /// What the plugin counted ([`count`](crate::count)) during the last successful batch.
+    pub fn counts(&self) -> &[(String, u64)] {
+        &self.counts
     }
 
     pub fn plugin(&self) -> &P {

@@ -174,6 +174,8 @@ pub struct Outcome {
     pub added: Vec<OutEntry>,
     /// What the plugin logged during the call.
     pub logs: Vec<(Level, String)>,
+    /// What the plugin counted during the call ([`count`](crate::count)), in first-count order.
+    pub counts: Vec<(String, u64)>,
 }
 
 impl Outcome {
@@ -195,6 +197,11 @@ impl Outcome {
     /// The changed entries, after the change.
     pub fn changed(&self) -> Vec<&OutEntry> {
         self.with_status(Status::Changed).collect()
+    }
+
+    /// The count of `event` ([`count`](crate::count)) during the call, 0 if none.
+    pub fn count(&self, event: &str) -> u64 {
+        self.counts.iter().find(|(e, _)| e == event).map_or(0, |(_, n)| *n)
     }
 
     fn with_status(&self, status: Status) -> impl Iterator<Item = &OutEntry> {
@@ -225,6 +232,7 @@ pub fn try_run<P: Plugin>(plugin: &mut NativePlugin<P>, batch: &TestBatch) -> Re
     plugin.set_logger(previous);
     let mut outcome = decode(&request, &response?)?;
     outcome.logs = logs.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+    outcome.counts = plugin.counts().to_vec();
     Ok(outcome)
 }
 
@@ -284,7 +292,7 @@ pub fn decode(request: &[u8], response: &[u8]) -> Result<Outcome, String> {
             }
         })
         .collect();
-    Ok(Outcome { entries, added, logs: Vec::new() })
+    Ok(Outcome { entries, added, logs: Vec::new(), counts: Vec::new() })
 }
 
 fn collect<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> OwnedPairs {

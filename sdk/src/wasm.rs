@@ -60,7 +60,13 @@ pub fn process<P: Plugin>(slot: &'static Slot<P>, batch: &[u8]) -> Result<Vec<u8
     slot.with(|slot| {
         let mut slot = slot.try_borrow_mut().map_err(|_| "process called during another call".to_string())?;
         match slot.as_mut() {
-            Some(runner) => runner.process(batch),
+            Some(runner) => {
+                let response = runner.process(batch)?;
+                if !runner.counts().is_empty() {
+                    bindings::sluice::plugin::host::count(runner.counts());
+                }
+                Ok(response)
+            }
             None => Err("process called before init".to_string()),
         }
     })

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod builtins;
 mod clients;
 mod default_config;
 mod ingest;

@@ -245,4 +245,11 @@ default_route: {{ sinks: [loki] }}
     assert_eq!(metric(&text, "sluice_plugin_entries_dropped_total", &filter), Some(1.0), "{text}");
     assert_eq!(metric(&text, "sluice_plugin_entries_modified_total", &filter), Some(2.0), "{text}");
     assert_eq!(metric(&text, "sluice_plugin_entries_out_total", &[("stage", "main/identity")]), Some(2.0));
+    let event =
+        |name| metric(&text, "sluice_plugin_events_total", &[("stage", "main/filter"), ("event", name)]);
+    assert_eq!(
+        (event("dropped"), event("redacted")),
+        (Some(1.0), Some(1.0)),
+        "the plugin's own counts: {text}"
+    );
 }

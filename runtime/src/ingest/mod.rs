@@ -6,6 +6,7 @@
 
 mod error;
 mod tenant;
+pub use tenant::is_valid_tenant_id;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

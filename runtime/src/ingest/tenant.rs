@@ -115,9 +115,13 @@ fn unauthorized(message: impl Into<String>) -> IngestError {
 }
 
 /// Loki's tenant id rules: at most 150 bytes of `[a-zA-Z0-9!\-_.*'()]`, and not `.` or `..`.
-fn check_tenant_id(id: &str) -> Result<(), IngestError> {
+pub fn is_valid_tenant_id(id: &str) -> bool {
     let ok_char = |b: u8| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b);
-    if id.is_empty() || id.len() > 150 || id == "." || id == ".." || !id.bytes().all(ok_char) {
+    !(id.is_empty() || id.len() > 150 || id == "." || id == ".." || !id.bytes().all(ok_char))
+}
+
+fn check_tenant_id(id: &str) -> Result<(), IngestError> {
+    if !is_valid_tenant_id(id) {
         return Err(unauthorized(format!(
             "invalid tenant id `{}` in X-Scope-OrgID: use 1 to 150 characters of a-z, A-Z, 0-9 and !-_.*'(), not `.` or `..`",
             id.escape_default()

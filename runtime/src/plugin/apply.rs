@@ -35,7 +35,8 @@ pub fn apply(batch: &mut Batch, response: &Response<'_>) -> Applied {
         return stats;
     }
     let mut patches = response.patches();
-    let mut moved: Vec<(LabelSet, Entry)> = Vec::new();
+    let mut targets = Targets::default();
+    let mut moved: Vec<(usize, Entry)> = Vec::new();
     let mut index = 0;
     for Stream { labels, entries } in &mut batch.streams {
         entries.retain_mut(|entry| {
@@ -55,7 +56,7 @@ pub fn apply(batch: &mut Batch, response: &Response<'_>) -> Applied {
                     patch_entry(entry, &patch);
                     match patch.labels {
                         Some(new) if !same_labels(labels, &new) => {
-                            moved.push((label_set(new), std::mem::replace(entry, empty_entry())));
+                            moved.push((targets.index(new), std::mem::replace(entry, empty_entry())));
                             false
                         }
                         _ => true,
@@ -65,8 +66,10 @@ pub fn apply(batch: &mut Batch, response: &Response<'_>) -> Applied {
         });
     }
     stats.moved = moved.len();
-    for (labels, entry) in moved {
-        stream_for(batch, labels).push(entry);
+    // Each target label set finds (or becomes) its stream once, however many entries move there.
+    let streams: Vec<usize> = targets.sets.into_iter().map(|labels| stream_index(batch, labels)).collect();
+    for (target, entry) in moved {
+        batch.streams[streams[target]].entries.push(entry);
     }
     for p in added {
         let entry = Entry {
@@ -77,7 +80,8 @@ pub fn apply(batch: &mut Batch, response: &Response<'_>) -> Applied {
         stats.added += 1;
         // Added entries always carry labels (checked); the fallback only satisfies the types.
         let labels = p.labels.map_or_else(|| LabelSet::new(Vec::new()), label_set);
-        stream_for(batch, labels).push(entry);
+        let i = stream_index(batch, labels);
+        batch.streams[i].entries.push(entry);
     }
     stats.entries_out = entries_in - stats.dropped + stats.added;
     stats
@@ -114,17 +118,42 @@ fn empty_entry() -> Entry {
     Entry { timestamp_ns: 0, line: String::new(), metadata: Vec::new() }
 }
 
-/// The entries of the stream with `labels`, appended to the batch if it has none.
-fn stream_for(batch: &mut Batch, labels: LabelSet) -> &mut Vec<Entry> {
+/// The index of the stream with `labels`, appended to the batch if it has none.
+fn stream_index(batch: &mut Batch, labels: LabelSet) -> usize {
     let found = batch
         .streams
         .iter()
         .position(|s| s.labels.fingerprint() == labels.fingerprint() && s.labels == labels);
-    let i = found.unwrap_or_else(|| {
+    found.unwrap_or_else(|| {
         batch.streams.push(Stream { labels, entries: Vec::new() });
         batch.streams.len() - 1
-    });
-    &mut batch.streams[i].entries
+    })
+}
+
+/// The distinct label sets entries move to in one response. Many patches carry the same new set
+/// (a parser's `level` label, a relabel of a whole stream), so each is built once and found
+/// again by an order-independent hash of the borrowed pairs, without allocating.
+#[derive(Default)]
+struct Targets {
+    sets: Vec<LabelSet>,
+    by_hash: std::collections::HashMap<u64, Vec<usize>>,
+}
+
+impl Targets {
+    fn index(&mut self, pairs: Pairs<'_>) -> usize {
+        let hash = pairs.clone().fold(0u64, |h, (n, v)| {
+            let pair = xxhash_rust::xxh3::xxh3_64(n.as_bytes()).rotate_left(1)
+                ^ xxhash_rust::xxh3::xxh3_64(v.as_bytes());
+            h.wrapping_add(pair)
+        });
+        let candidates = self.by_hash.entry(hash).or_default();
+        if let Some(&i) = candidates.iter().find(|&&i| same_labels(&self.sets[i], &pairs)) {
+            return i;
+        }
+        self.sets.push(label_set(pairs));
+        candidates.push(self.sets.len() - 1);
+        self.sets.len() - 1
+    }
 }
 
 #[cfg(test)]

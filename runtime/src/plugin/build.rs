@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigErrors, OnErrorConfig, StageConfig, StageProblem};
+use crate::config::{Config, ConfigErrors, OnErrorConfig, PluginSource, RunMode, StageConfig, StageProblem};
 use crate::pipeline::{Stage, StageError, StageFactory};
 
 use super::PluginError;
+use super::builtin::{self, Builtin};
 use super::engine::{PluginEngine, PoolSize};
 use super::instance::{LoadedPlugin, PluginSpec};
-use super::stage::WasmStage;
+use super::stage::{NativeMaker, PluginStage};
 
 /// The secret behind `keyed-hash` when a stage sets no `hash_key`. Public, so hashes made with
 /// it are stable but not secret; sluice warns at startup when a stage uses it.
@@ -22,24 +23,56 @@ pub const DEFAULT_HASH_SECRET: &str = "sluice default hash key: set hash_key";
 /// One loaded stage of a pipeline.
 #[derive(Debug, Clone)]
 pub struct LoadedStage {
-    pub plugin: Arc<LoadedPlugin>,
+    pub plugin: StagePlugin,
     pub on_error: OnErrorConfig,
     pub dead_letter: Option<String>,
+}
+
+/// A stage's plugin, checked: a Wasm component ready to instantiate, or a built-in compiled in.
+#[derive(Clone)]
+pub enum StagePlugin {
+    Wasm(Arc<LoadedPlugin>),
+    Native { stage: String, builtin: Builtin, make: NativeMaker },
+}
+
+impl std::fmt::Debug for StagePlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Wasm(p) => p.fmt(f),
+            Self::Native { stage, builtin, .. } => write!(f, "Native({} in stage {stage})", builtin.name),
+        }
+    }
 }
 
 impl LoadedStage {
     /// Builds this stage's instance on each worker that calls it.
     pub fn factory(&self) -> StageFactory {
-        let plugin = Arc::clone(&self.plugin);
-        Arc::new(move || {
-            WasmStage::new(Arc::clone(&plugin)).map(|s| Box::new(s) as Box<dyn Stage>).map_err(|f| {
-                StageError {
-                    stage: plugin.stage().to_string(),
-                    reason: f.reason(),
-                    message: format!("plugin `{}` {f}", plugin.info.name),
-                }
-            })
-        })
+        match &self.plugin {
+            StagePlugin::Wasm(plugin) => {
+                let plugin = Arc::clone(plugin);
+                Arc::new(move || {
+                    PluginStage::wasm(Arc::clone(&plugin)).map(|s| Box::new(s) as Box<dyn Stage>).map_err(
+                        |f| StageError {
+                            stage: plugin.stage().to_string(),
+                            reason: f.reason(),
+                            message: format!("plugin `{}` {f}", plugin.info.name),
+                        },
+                    )
+                })
+            }
+            StagePlugin::Native { stage, builtin, make } => {
+                let (stage, name, make) = (stage.clone(), builtin.name, Arc::clone(make));
+                Arc::new(move || {
+                    PluginStage::native(&stage, name, Arc::clone(&make))
+                        .map(|s| Box::new(s) as Box<dyn Stage>)
+                        .map_err(|f| StageError {
+                            stage: stage.clone(),
+                            reason: f.reason(),
+                            message: format!("plugin `{name}` {f}"),
+                        })
+                })
+            }
+        }
     }
 }
 
@@ -57,7 +90,7 @@ pub fn build_stages(
     cache_dir: Option<&Path>,
 ) -> Result<PluginStages, ConfigErrors> {
     let out = load_stages(config, workers, cache_dir)?;
-    // A stage whose file is missing was skipped; never run a pipeline without it.
+    // A stage whose plugin file is missing was skipped; never run a pipeline without it.
     for (name, pipeline) in &config.pipelines {
         let loaded = out.pipelines.get(name).map_or(0, Vec::len);
         if loaded != pipeline.stages.len() {
@@ -92,7 +125,7 @@ fn load_stages(
         }])
     })?;
     config.check_stages(|at| {
-        let plugin = check_stage(&engine, &at.name, at.stage, &at.path, cache_dir)?;
+        let plugin = check_stage(&engine, &at.name, at.stage, &at.source, cache_dir)?;
         let stage =
             LoadedStage { plugin, on_error: at.stage.on_error, dead_letter: at.stage.dead_letter.clone() };
         out.pipelines.entry(at.pipeline.to_string()).or_default().push(stage);
@@ -106,9 +139,9 @@ pub fn check_stage(
     engine: &PluginEngine,
     stage_name: &str,
     stage: &StageConfig,
-    path: &Path,
+    source: &PluginSource,
     cache_dir: Option<&Path>,
-) -> Result<Arc<LoadedPlugin>, StageProblem> {
+) -> Result<StagePlugin, StageProblem> {
     let hash_key = match &stage.hash_key {
         Some(secret) => sluice_sdk::hash::derive_key(secret.as_bytes()),
         None => {
@@ -119,6 +152,19 @@ pub fn check_stage(
             sluice_sdk::hash::derive_key(DEFAULT_HASH_SECRET.as_bytes())
         }
     };
+    let builtin = match source {
+        PluginSource::Builtin(name) => Some(builtin::find(name).ok_or_else(|| StageProblem {
+            key: "plugin",
+            message: format!(
+                "no built-in plugin `{name}` (built-ins: {}); a plugin file needs a path with a `/` or ending in `.wasm`",
+                builtin::names().join(", ")
+            ),
+        })?),
+        PluginSource::File(_) => None,
+    };
+    if let (Some(builtin), RunMode::Native) = (builtin, stage.run) {
+        return load_native(stage_name, stage, builtin, hash_key);
+    }
     let spec = PluginSpec {
         stage: stage_name.to_string(),
         config_json: stage.config.to_string(),
@@ -127,7 +173,12 @@ pub fn check_stage(
         hash_key,
     };
     let started = std::time::Instant::now();
-    let plugin = LoadedPlugin::load(engine, path, spec, cache_dir).map_err(|e| StageProblem {
+    let loaded = match (builtin, source) {
+        (Some(b), _) => LoadedPlugin::load_bytes(engine, b.wasm, b.name, spec, cache_dir),
+        (None, PluginSource::File(path)) => LoadedPlugin::load(engine, path, spec, cache_dir),
+        (None, PluginSource::Builtin(_)) => unreachable!("a built-in source was resolved above"),
+    };
+    let plugin = loaded.map_err(|e| StageProblem {
         key: match e {
             PluginError::Rejected(_) | PluginError::InitFailed(_) => "config",
             _ => "plugin",
@@ -138,12 +189,45 @@ pub fn check_stage(
         stage = stage_name,
         plugin = %plugin.info.name,
         version = %plugin.info.version,
-        path = %path.display(),
+        source = ?source,
         cache = ?plugin.cache,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "plugin loaded"
     );
-    Ok(plugin)
+    Ok(StagePlugin::Wasm(plugin))
+}
+
+/// A built-in compiled into the host: its `init` runs now on the stage's config, so a bad
+/// config is reported at load exactly as for Wasm.
+fn load_native(
+    stage_name: &str,
+    stage: &StageConfig,
+    builtin: Builtin,
+    hash_key: [u8; 32],
+) -> Result<StagePlugin, StageProblem> {
+    let (config, factory) = (stage.config.to_string(), builtin.native);
+    let (log_stage, plugin): (Arc<str>, Arc<str>) = (stage_name.into(), builtin.name.into());
+    let logger: sluice_sdk::native::Logger = Arc::new(move |level, message: &str| {
+        let (stage, plugin) = (&*log_stage, &*plugin);
+        match level {
+            sluice_sdk::Level::Trace => tracing::trace!(target: "sluice::plugin", stage, plugin, "{message}"),
+            sluice_sdk::Level::Debug => tracing::debug!(target: "sluice::plugin", stage, plugin, "{message}"),
+            sluice_sdk::Level::Info => tracing::info!(target: "sluice::plugin", stage, plugin, "{message}"),
+            sluice_sdk::Level::Warn => tracing::warn!(target: "sluice::plugin", stage, plugin, "{message}"),
+            sluice_sdk::Level::Error => tracing::error!(target: "sluice::plugin", stage, plugin, "{message}"),
+        }
+    });
+    let make: NativeMaker = Arc::new(move || factory(&config, hash_key, Arc::clone(&logger)));
+    make().map_err(|message| StageProblem {
+        key: "config",
+        message: format!("the plugin rejected its configuration: {message}"),
+    })?;
+    tracing::info!(
+        stage = stage_name,
+        plugin = builtin.name,
+        "built-in plugin loaded, running natively (no sandbox)"
+    );
+    Ok(StagePlugin::Native { stage: stage_name.to_string(), builtin, make })
 }
 
 /// Instances alive at once: each worker holds one per stage per route that runs the stage's

@@ -1,7 +1,8 @@
 //! What a plugin instance's store holds and what the host offers it: the sandboxed WASI context
 //! (no files, no environment, no arguments, no network; clocks and random allowed), the memory
 //! limiter, and the `host` imports — `log` into sluice's log under the stage's and plugin's
-//! names (truncated and capped per call), and `keyed-hash` under the stage's secret key.
+//! names (truncated and capped per call), `keyed-hash` under the stage's secret key, and `count`
+//! (kept for the stage to export once the call has succeeded).
 
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ use super::capture::Capture;
 pub const MAX_LOG_MESSAGE: usize = 2048;
 /// Log messages a plugin may write per call; the rest are counted and reported once.
 pub const MAX_LOGS_PER_CALL: u32 = 16;
+/// Counter names a plugin may report per call; more are ignored (the SDK sends one per event).
+pub const MAX_COUNTS_PER_CALL: usize = 256;
 
 /// Who a store belongs to, for logs and metrics; shared by all instances of a stage.
 #[derive(Debug)]
@@ -35,6 +38,8 @@ pub struct HostState {
     stdout: Capture,
     stderr: Capture,
     logs: u32,
+    /// What the plugin counted during the current call.
+    pub counts: Vec<(String, u64)>,
 }
 
 impl HostState {
@@ -57,6 +62,7 @@ impl HostState {
             stdout,
             stderr,
             logs: 0,
+            counts: Vec::new(),
         }
     }
 
@@ -64,6 +70,7 @@ impl HostState {
     pub fn begin_call(&mut self) {
         self.logs = 0;
         self.limiter.exceeded = false;
+        self.counts.clear();
     }
 
     /// Called after each call: writes what the plugin printed and how much logging was cut.
@@ -109,6 +116,11 @@ impl Host for HostState {
 
     fn keyed_hash(&mut self, data: Vec<u8>) -> Vec<u8> {
         sluice_sdk::hash::keyed_hash(&self.id.hash_key, &data).to_vec()
+    }
+
+    fn count(&mut self, counts: Vec<(String, u64)>) {
+        let room = MAX_COUNTS_PER_CALL.saturating_sub(self.counts.len());
+        self.counts.extend(counts.into_iter().take(room));
     }
 }
 

@@ -76,7 +76,20 @@ impl LoadedPlugin {
     ) -> Result<Arc<Self>, PluginError> {
         let wasm = std::fs::read(path)
             .map_err(|e| PluginError::Read { path: path.display().to_string(), message: e.to_string() })?;
-        let (component, cache) = cache::load(engine.engine(), &wasm, cache_dir)?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        Self::load_bytes(engine, &wasm, &stem, spec, cache_dir)
+    }
+
+    /// [`LoadedPlugin::load`] of a component already in memory (a built-in); `origin` names it
+    /// in logs until its `info` is known.
+    pub fn load_bytes(
+        engine: &PluginEngine,
+        wasm: &[u8],
+        origin: &str,
+        spec: PluginSpec,
+        cache_dir: Option<&Path>,
+    ) -> Result<Arc<Self>, PluginError> {
+        let (component, cache) = cache::load(engine.engine(), wasm, cache_dir)?;
         let mut linker = Linker::<HostState>::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Link(format!("{e:#}")))?;
@@ -86,13 +99,12 @@ impl LoadedPlugin {
             .instantiate_pre(&component)
             .and_then(LogPluginPre::new)
             .map_err(|e| PluginError::Link(format!("{e:#}")))?;
-        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         let mut plugin = Self {
             pre,
             engine: engine.clone(),
             id: Arc::new(StageIdentity {
                 stage: spec.stage.as_str().into(),
-                plugin: stem.into(),
+                plugin: origin.into(),
                 hash_key: spec.hash_key,
             }),
             spec,
@@ -177,6 +189,11 @@ impl Instance {
             Ok(response) => Ok(response),
             Err(message) => Err(Failure::Error(message)),
         }
+    }
+
+    /// What the plugin counted during the last call.
+    pub fn take_counts(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.store.data_mut().counts)
     }
 
     /// Calls into the plugin under a deadline, classifying failures.

@@ -8,7 +8,7 @@
 //!   per-worker instances;
 //! - [`host`] and [`capture`]: the sandbox and the host imports (`log`, `keyed-hash`);
 //! - [`apply`]: a checked response applied to the host's batch;
-//! - [`stage`]: [`WasmStage`], the pipeline stage, with its metrics and failure handling;
+//! - [`stage`]: [`PluginStage`], the pipeline stage (Wasm or a native built-in), with its metrics and failure handling;
 //! - [`build`]: stages from the configuration, for `sluice run` and `sluice validate`;
 //! - [`tryout`] and [`scaffold`]: `sluice plugin test` and `sluice plugin new`, for authors.
 //!
@@ -19,6 +19,7 @@
 pub mod apply;
 mod bindings;
 pub mod build;
+pub mod builtin;
 pub mod cache;
 pub mod capture;
 pub mod engine;
@@ -32,10 +33,10 @@ pub mod stage;
 mod tests;
 pub mod tryout;
 
-pub use build::{PluginStages, build_stages, check_config, check_stage};
+pub use build::{PluginStages, StagePlugin, build_stages, check_config, check_stage};
 pub use engine::{PluginEngine, PoolSize};
 pub use instance::{LoadedPlugin, PluginInfo, PluginSpec};
-pub use stage::WasmStage;
+pub use stage::PluginStage;
 
 use std::time::Duration;
 

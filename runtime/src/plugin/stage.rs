@@ -1,7 +1,11 @@
-//! [`WasmStage`]: a plugin as a pipeline stage, one per worker thread. Per batch: encode the
+//! [`PluginStage`]: a plugin as a pipeline stage, one per worker thread. Per batch: encode the
 //! batch into the reused request buffer, one `process` call, check the response, apply it.
 //! The batch is untouched until the response has been checked, so a failure leaves it as it was
 //! and the pipeline's `on_error` policy needs no copy.
+//!
+//! The call goes to a Wasm instance in its sandbox or, for a built-in run with `run: native`,
+//! to the same plugin compiled into the host; everything around the call is the same, so the
+//! two differ only by the sandbox's price.
 
 use std::sync::Arc;
 
@@ -11,18 +15,77 @@ use sluice_sdk::format::response::Response;
 
 use super::Failure;
 use super::apply::{Applied, apply};
+use super::builtin::NativeCall;
 use super::instance::{Instance, LoadedPlugin};
 use crate::model::Batch;
 use crate::pipeline::{Stage, StageError};
 
+/// What a plugin counted in one call: event name and amount.
+pub type Counts = Vec<(String, u64)>;
+
+/// Builds a native plugin instance (init on the stage's config); used again after a panic.
+pub type NativeMaker = Arc<dyn Fn() -> Result<Box<dyn NativeCall>, String> + Send + Sync>;
+
 /// A plugin stage's instance on one worker.
-pub struct WasmStage {
-    plugin: Arc<LoadedPlugin>,
-    /// `None` after a failure that poisoned it; rebuilt on the next batch.
-    instance: Option<Instance>,
+pub struct PluginStage {
+    stage: Arc<str>,
+    plugin: Arc<str>,
+    backend: Backend,
     writer: RequestWriter,
     request: Vec<u8>,
     metrics: StageMetrics,
+    events: Events,
+}
+
+/// Where the call goes. An instance is `None` after a failure that poisoned it and is rebuilt
+/// on the next batch.
+enum Backend {
+    Wasm { plugin: Arc<LoadedPlugin>, instance: Option<Instance> },
+    Native { make: NativeMaker, instance: Option<Box<dyn NativeCall>> },
+}
+
+impl Backend {
+    /// One `process` call: the untrusted response and what the plugin counted.
+    fn call(&mut self, request: &[u8], rebuilds: &Counter) -> Result<(Vec<u8>, Counts), Failure> {
+        match self {
+            Self::Wasm { plugin, instance } => {
+                let live = match instance {
+                    Some(i) => i,
+                    None => {
+                        rebuilds.increment(1);
+                        instance.insert(plugin.instantiate()?)
+                    }
+                };
+                match live.process(request) {
+                    Ok(response) => Ok((response, live.take_counts())),
+                    Err(f) => {
+                        if f.poisons_instance() {
+                            // A trapped instance must not run again; the next batch gets a fresh one.
+                            *instance = None;
+                        }
+                        Err(f)
+                    }
+                }
+            }
+            Self::Native { make, instance } => {
+                let live = match instance {
+                    Some(i) => i,
+                    None => {
+                        rebuilds.increment(1);
+                        instance.insert(make().map_err(Failure::Instantiate)?)
+                    }
+                };
+                match live.process(request) {
+                    Ok(response) => Ok((response, live.counts().to_vec())),
+                    Err(message) if live.is_poisoned() => {
+                        *instance = None;
+                        Err(Failure::Trap(message))
+                    }
+                    Err(message) => Err(Failure::Error(message)),
+                }
+            }
+        }
+    }
 }
 
 struct StageMetrics {
@@ -59,48 +122,93 @@ impl StageMetrics {
     }
 }
 
-impl std::fmt::Debug for WasmStage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WasmStage({:?})", self.plugin)
+/// Distinct event names one stage exports; later ones are counted under [`OTHER_EVENT`].
+pub const MAX_EVENTS: usize = 64;
+/// The event that collects names beyond [`MAX_EVENTS`] and names sluice refuses.
+pub const OTHER_EVENT: &str = "other";
+
+/// `sluice_plugin_events_total{stage, plugin, event}`: what the plugin counted, with the number
+/// of series bounded whatever the plugin sends.
+struct Events {
+    stage: Arc<str>,
+    plugin: Arc<str>,
+    counters: Vec<(String, Counter)>,
+}
+
+impl Events {
+    fn record(&mut self, counts: Counts) {
+        for (name, n) in counts {
+            let known = self.counters.iter().position(|(e, _)| *e == name);
+            let index = match known {
+                Some(i) => i,
+                None => {
+                    let name =
+                        if sluice_sdk::is_valid_event_name(&name) && self.counters.len() < MAX_EVENTS - 1 {
+                            name
+                        } else {
+                            OTHER_EVENT.to_string()
+                        };
+                    match self.counters.iter().position(|(e, _)| *e == name) {
+                        Some(i) => i,
+                        None => {
+                            let counter = metrics::counter!("sluice_plugin_events_total", "stage" => self.stage.to_string(), "plugin" => self.plugin.to_string(), "event" => name.clone());
+                            self.counters.push((name, counter));
+                            self.counters.len() - 1
+                        }
+                    }
+                }
+            };
+            self.counters[index].1.increment(n);
+        }
     }
 }
 
-impl WasmStage {
-    /// A stage instance for one worker, with its own plugin instance.
-    pub fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, Failure> {
+impl std::fmt::Debug for PluginStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.backend {
+            Backend::Wasm { .. } => "wasm",
+            Backend::Native { .. } => "native",
+        };
+        write!(f, "PluginStage({} in stage {}, {kind})", self.plugin, self.stage)
+    }
+}
+
+impl PluginStage {
+    /// A stage instance for one worker with its own Wasm instance of `plugin`.
+    pub fn wasm(plugin: Arc<LoadedPlugin>) -> Result<Self, Failure> {
         let instance = plugin.instantiate()?;
-        let metrics = StageMetrics::new(plugin.stage(), &plugin.info.name);
-        Ok(Self {
-            plugin,
-            instance: Some(instance),
-            writer: RequestWriter::default(),
-            request: Vec::new(),
-            metrics,
-        })
+        let (stage, name) = (Arc::from(plugin.stage()), Arc::from(plugin.info.name.as_str()));
+        Ok(Self::with_backend(stage, name, Backend::Wasm { plugin, instance: Some(instance) }))
     }
 
-    fn run(&mut self, batch: &mut Batch) -> Result<Applied, Failure> {
+    /// A stage instance for one worker calling a plugin compiled into the host, built by `make`.
+    pub fn native(stage: &str, plugin: &str, make: NativeMaker) -> Result<Self, Failure> {
+        let instance = make().map_err(Failure::Instantiate)?;
+        Ok(Self::with_backend(
+            stage.into(),
+            plugin.into(),
+            Backend::Native { make, instance: Some(instance) },
+        ))
+    }
+
+    fn with_backend(stage: Arc<str>, plugin: Arc<str>, backend: Backend) -> Self {
+        Self {
+            metrics: StageMetrics::new(&stage, &plugin),
+            events: Events { stage: Arc::clone(&stage), plugin: Arc::clone(&plugin), counters: Vec::new() },
+            stage,
+            plugin,
+            backend,
+            writer: RequestWriter::default(),
+            request: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, batch: &mut Batch) -> Result<(Applied, Counts), Failure> {
         encode_request(&mut self.writer, batch, &mut self.request)?;
-        let instance = match &mut self.instance {
-            Some(i) => i,
-            None => {
-                self.metrics.rebuilds.increment(1);
-                self.instance.insert(self.plugin.instantiate()?)
-            }
-        };
-        let response = match instance.process(&self.request) {
-            Ok(r) => r,
-            Err(f) => {
-                if f.poisons_instance() {
-                    // A trapped instance must not run again; the next batch gets a fresh one.
-                    self.instance = None;
-                }
-                return Err(f);
-            }
-        };
-        let entry_count = batch.entry_count();
-        let response = Response::parse(&response, entry_count).map_err(|e| Failure::Malformed(e.0))?;
-        Ok(apply(batch, &response))
+        let (response, counts) = self.backend.call(&self.request, &self.metrics.rebuilds)?;
+        let response =
+            Response::parse(&response, batch.entry_count()).map_err(|e| Failure::Malformed(e.0))?;
+        Ok((apply(batch, &response), counts))
     }
 }
 
@@ -116,19 +224,20 @@ pub fn encode_request(writer: &mut RequestWriter, batch: &Batch, out: &mut Vec<u
     writer.finish_into(out).map_err(|e| Failure::Encode(e.to_string()))
 }
 
-impl Stage for WasmStage {
+impl Stage for PluginStage {
     fn name(&self) -> &str {
-        self.plugin.stage()
+        &self.stage
     }
 
     fn process(&mut self, batch: &mut Batch) -> Result<(), StageError> {
         match self.run(batch) {
-            Ok(applied) => {
+            Ok((applied, counts)) => {
                 self.metrics.record(&applied);
+                self.events.record(counts);
                 Ok(())
             }
             Err(f) => {
-                let (stage, plugin) = (self.plugin.stage(), self.plugin.info.name.as_str());
+                let (stage, plugin) = (&*self.stage, &*self.plugin);
                 metrics::counter!("sluice_plugin_errors_total", "stage" => stage.to_string(), "plugin" => plugin.to_string(), "reason" => f.reason())
                     .increment(1);
                 Err(StageError {

@@ -105,7 +105,7 @@ fn the_compiled_plugin_is_cached_and_loaded_from_the_cache() {
     )
     .expect("loads");
     assert_eq!(third.cache, CacheOutcome::Compiled);
-    let mut stage = WasmStage::new(third).expect("instance");
+    let mut stage = PluginStage::wasm(third).expect("instance");
     let mut b = batch(&["fine"]);
     stage.process(&mut b).expect("runs");
 }
@@ -114,7 +114,7 @@ fn the_compiled_plugin_is_cached_and_loaded_from_the_cache() {
 fn a_trap_fails_the_batch_untouched_and_the_next_batch_gets_a_new_instance() {
     let engine = engine();
     let mut stage =
-        WasmStage::new(load(&engine, "trap", Duration::from_secs(1), 16 << 20)).expect("instance");
+        PluginStage::wasm(load(&engine, "trap", Duration::from_secs(1), 16 << 20)).expect("instance");
     let mut ok = batch(&["a", "b"]);
     stage.process(&mut ok).expect("identity");
     assert_eq!(ok, batch(&["a", "b"]));
@@ -133,7 +133,7 @@ fn a_trap_fails_the_batch_untouched_and_the_next_batch_gets_a_new_instance() {
 fn an_endless_loop_times_out_at_the_deadline() {
     let engine = engine();
     let mut stage =
-        WasmStage::new(load(&engine, "spin", Duration::from_millis(50), 16 << 20)).expect("instance");
+        PluginStage::wasm(load(&engine, "spin", Duration::from_millis(50), 16 << 20)).expect("instance");
     let started = Instant::now();
     let e = stage.process(&mut batch(&["spin"])).expect_err("times out");
     let took = started.elapsed();
@@ -145,7 +145,8 @@ fn an_endless_loop_times_out_at_the_deadline() {
 #[test]
 fn unbounded_allocation_stops_at_the_memory_limit() {
     let engine = engine();
-    let mut stage = WasmStage::new(load(&engine, "hog", Duration::from_secs(5), 8 << 20)).expect("instance");
+    let mut stage =
+        PluginStage::wasm(load(&engine, "hog", Duration::from_secs(5), 8 << 20)).expect("instance");
     let e = stage.process(&mut batch(&["hog"])).expect_err("runs out of memory");
     assert_eq!(e.reason, "memory", "{e}");
     stage.process(&mut batch(&["fine"])).expect("rebuilt");
@@ -155,7 +156,7 @@ fn unbounded_allocation_stops_at_the_memory_limit() {
 fn malformed_output_is_refused_and_the_instance_kept() {
     let engine = engine();
     let mut stage =
-        WasmStage::new(load(&engine, "garbage", Duration::from_secs(1), 16 << 20)).expect("instance");
+        PluginStage::wasm(load(&engine, "garbage", Duration::from_secs(1), 16 << 20)).expect("instance");
     let mut bad = batch(&["garbage"]);
     let e = stage.process(&mut bad).expect_err("malformed");
     assert_eq!(e.reason, "malformed_output", "{e}");

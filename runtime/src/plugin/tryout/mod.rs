@@ -22,11 +22,11 @@ use sluice_sdk::format::response::Response;
 
 use super::Failure;
 use super::apply::apply;
-use super::build::{DEFAULT_HASH_SECRET, check_stage};
+use super::build::{DEFAULT_HASH_SECRET, StagePlugin, check_stage};
 use super::engine::{PluginEngine, PoolSize};
 use super::instance::LoadedPlugin;
 use super::stage::encode_request;
-use crate::config::{MAX_PLUGIN_MEMORY, StageConfig};
+use crate::config::{MAX_PLUGIN_MEMORY, PluginSource, StageConfig};
 
 pub use report::{OutputFormat, Summary};
 
@@ -36,7 +36,7 @@ pub const PIPELINE: &str = "plugin-test";
 /// What to run and on what.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The plugin's `.wasm`.
+    /// The plugin's `.wasm`, or a built-in's name.
     pub plugin: PathBuf,
     /// The stage's `config`, as JSON.
     pub config: serde_json::Value,
@@ -166,14 +166,19 @@ fn stage_config(options: &Options) -> Result<StageConfig, TryoutError> {
 /// Compiles the plugin (no cache) and runs its `init` on the configuration, as a stage does.
 fn load(options: &Options, stage: &StageConfig) -> Result<Arc<LoadedPlugin>, TryoutError> {
     let fail = |message: String| TryoutError::Load { plugin: options.plugin.display().to_string(), message };
-    if !options.plugin.is_file() {
+    // The rule a config uses: a bare name is a built-in, anything else a file.
+    let source = crate::config::plugin_source(Path::new(""), &options.plugin);
+    if matches!(&source, PluginSource::File(path) if !path.is_file()) {
         return Err(fail("no such file".into()));
     }
     // The probe instance of loading, the instance that runs, and room for one rebuild.
     let engine = PluginEngine::new(PoolSize { instances: 3, max_memory: stage.max_memory.as_u64() })
         .map_err(|e| fail(e.to_string()))?;
     let name = crate::config::stage_name(PIPELINE, stage);
-    check_stage(&engine, &name, stage, &options.plugin, None).map_err(|p| fail(p.message))
+    match check_stage(&engine, &name, stage, &source, None).map_err(|p| fail(p.message))? {
+        StagePlugin::Wasm(plugin) => Ok(plugin),
+        StagePlugin::Native { .. } => Err(fail("`plugin test` runs plugins as Wasm".into())),
+    }
 }
 
 fn read_input(path: &Path) -> Result<Vec<u8>, TryoutError> {

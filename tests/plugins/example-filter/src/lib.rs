@@ -60,6 +60,7 @@ impl Plugin for ExampleFilter {
         if let Some(needle) = &self.drop_if_contains
             && entry.line().contains(needle.as_str())
         {
+            sluice_sdk::count("dropped", 1);
             return Ok(Verdict::Drop);
         }
         if let Some(secret) = &self.redact
@@ -70,6 +71,7 @@ impl Plugin for ExampleFilter {
             entry.set_line(redacted);
             entry.set_metadata("redacted_hash", hash)?;
             self.redacted += 1;
+            sluice_sdk::count("redacted", 1);
         }
         if let Some((name, value)) = &self.label {
             entry.set_label(name, value.as_str())?;
@@ -111,6 +113,7 @@ mod tests {
 
         assert_eq!(out.dropped_lines(), ["GET /health 200"]);
         assert_eq!(out.lines(), ["login password=[REDACTED]", "query ok"]);
+        assert_eq!((out.count("dropped"), out.count("redacted"), out.count("other")), (1, 1, 0));
         let redacted = &out.entries[1];
         assert_eq!(redacted.status, Status::Changed);
         assert_eq!(redacted.labels, [("app".into(), "api".into()), ("team".into(), "payments".into())]);
