@@ -8,12 +8,15 @@
 //! 2. push at half that rate, open loop (push `k` is due at `start + k × interval`, whatever
 //!    happened to earlier pushes), and take each push's latency from when it was due to its
 //!    answer, so a stall shows up in the percentiles instead of slowing the sender;
-//! 3. compare the entries sluice accepted (204) with the entries the receiver got;
+//! 3. compare the entries sluice accepted (204) with the entries the receiver got: all of them
+//!    for `passthrough` (and their line bytes), for the chains exactly those the reference chain
+//!    keeps ([`chain::keeps`]), with not one line holding a secret of the workload;
 //! 4. read peak RSS, stop sluice with SIGTERM.
 //!
-//! Nothing is generated or encoded on the measured path: bodies are encoded once, up front, and
-//! sent as shared [`Bytes`]. The driver (one thread) and the receiver (one thread) are kept cheap
-//! because they share the machine's cores with sluice; their CPU time is reported alongside.
+//! Nothing is generated or encoded on the measured path: bodies are encoded once, up front, with
+//! the counts of what each holds and what the chain keeps of it, and sent as shared [`Bytes`].
+//! The driver (one thread) and the receiver (one thread) are kept cheap because they share the
+//! machine's cores with sluice; their CPU time is reported alongside.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +28,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use serde::Serialize;
 
+use crate::chain;
 use crate::procfs;
 use crate::receiver::{Counts, Receiver};
 use crate::server::SluiceProcess;
@@ -66,6 +70,9 @@ pub struct Bodies {
     pub bodies: Vec<Bytes>,
     pub entries: Vec<u64>,
     pub line_bytes: Vec<u64>,
+    /// Entries of each push the reference chain keeps ([`chain::keeps`]), what the `chain-*`
+    /// configurations must deliver.
+    pub kept: Vec<u64>,
 }
 
 impl Bodies {
@@ -85,6 +92,7 @@ impl Bodies {
             bodies,
             entries: pushes.iter().map(|p| p.entry_count() as u64).collect(),
             line_bytes: pushes.iter().map(|p| p.line_bytes() as u64).collect(),
+            kept: pushes.iter().map(|p| p.truth.iter().filter(|t| chain::keeps(t)).count() as u64).collect(),
         }
     }
 
@@ -157,28 +165,6 @@ pub fn floor(bodies: &Bodies, ticks: u64, min_cpu: Duration) -> anyhow::Result<F
     }
 }
 
-/// The sluice configuration for `name` with its Loki sink at `loki_url`; `None` for the known
-/// configurations that need the plugin host, which does not exist yet.
-pub fn config_yaml(name: &str, loki_url: &str) -> Option<String> {
-    match name {
-        // No stages; the queue is generous so that 429s do not dominate (a max-rate phase keeps
-        // 8 pushes of ~1,000 entries in flight, plus what the sink still holds).
-        "passthrough" => Some(format!(
-            r#"server:
-  max_body_size: 64MiB
-queue:
-  max_entries: 2000000
-  max_bytes: 2GiB
-sinks:
-  loki:
-    type: loki
-    url: "{loki_url}"
-"#
-        )),
-        _ => None,
-    }
-}
-
 /// Outcome of the pushes of one phase.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PushStats {
@@ -187,6 +173,8 @@ pub struct PushStats {
     /// Entries and line bytes of those.
     pub entries_ok: u64,
     pub line_bytes_ok: u64,
+    /// Entries of those the reference chain keeps.
+    pub kept_ok: u64,
     pub status_429: u64,
     /// Other statuses, by code.
     pub other_status: BTreeMap<u16, u64>,
@@ -201,6 +189,7 @@ impl PushStats {
         self.pushes_ok += other.pushes_ok;
         self.entries_ok += other.entries_ok;
         self.line_bytes_ok += other.line_bytes_ok;
+        self.kept_ok += other.kept_ok;
         self.status_429 += other.status_429;
         for (k, v) in other.other_status {
             *self.other_status.entry(k).or_default() += v;
@@ -248,6 +237,7 @@ impl Target {
                 stats.pushes_ok += 1;
                 stats.entries_ok += self.bodies.entries[i];
                 stats.line_bytes_ok += self.bodies.line_bytes[i];
+                stats.kept_ok += self.bodies.kept[i];
             }
             429 => stats.status_429 += 1,
             0 => stats.transport_errors += 1,
@@ -388,15 +378,23 @@ async fn settle(client: &reqwest::Client, sluice: &SluiceProcess, receiver: &Rec
 #[derive(Debug, Clone, Serialize)]
 pub struct MaxRate {
     pub seconds: f64,
-    /// Entries delivered at the receiver per second of the phase.
+    /// Entries delivered at the receiver per second of the phase (for the chains: what is left
+    /// after sampling).
     pub lines_per_s: f64,
     /// Uncompressed line bytes delivered per second, in MB (10^6).
     pub mb_per_s: f64,
+    /// Entries sent (pushes answered 204) per second of the phase.
+    pub sent_lines_per_s: f64,
     /// sluice's user+system CPU seconds from phase start until delivery settled.
     pub cpu_s: f64,
+    /// `cpu_s` per million entries *sent* (accepted) in the phase: the work sluice was given,
+    /// whatever the chain then dropped.
     pub cpu_s_per_m_lines: f64,
+    /// `cpu_s` per million entries delivered (equal to the above for `passthrough`).
+    pub cpu_s_per_m_delivered: f64,
     /// `cpu_s` over the phase's length: how many cores sluice kept busy.
     pub cores_busy: f64,
+    pub sent_entries: u64,
     pub delivered_entries: u64,
     pub pushes: PushStats,
     pub settled: bool,
@@ -405,8 +403,12 @@ pub struct MaxRate {
 /// Figures of the half-rate phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct HalfRate {
+    /// Half the max-rate phase's sent entries per second: the rate pushes are due at.
     pub target_lines_per_s: f64,
+    /// Entries sent (answered 204) per second.
     pub achieved_lines_per_s: f64,
+    /// Entries delivered at the receiver per second.
+    pub delivered_lines_per_s: f64,
     /// From when a push was due to its answer.
     pub latency: Latencies,
     pub pushes: PushStats,
@@ -416,13 +418,51 @@ pub struct HalfRate {
 /// Entries accepted against entries delivered, over the whole run of a variant.
 #[derive(Debug, Clone, Serialize)]
 pub struct Correctness {
+    /// Entries of all pushes answered 204 (warm-up and both phases).
     pub entries_sent: u64,
+    /// What the receiver must count: `entries_sent` for `passthrough`, for the chains the
+    /// entries of those pushes that the reference chain keeps.
+    pub entries_expected: u64,
     pub entries_received: u64,
     pub line_bytes_sent: u64,
     pub line_bytes_received: u64,
+    /// Whether line bytes must match (only without stages: redaction changes lines).
+    pub line_bytes_compared: bool,
     /// Requests the receiver could not decode.
     pub bad_requests: u64,
+    /// Whether the receiver looked for the workload's secrets (the chains).
+    pub secrets_checked: bool,
+    /// Lines received that hold one of the workload's secret strings; must be 0 for the chains.
+    pub lines_with_secret: u64,
+    /// The distinct secrets found (at most 20).
+    pub secrets_found: Vec<String>,
     pub ok: bool,
+}
+
+impl Correctness {
+    /// Why it is not ok, in a few words (empty when ok).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.entries_received != self.entries_expected {
+            problems.push(format!(
+                "{} entries received, {} expected",
+                self.entries_received, self.entries_expected
+            ));
+        }
+        if self.line_bytes_compared && self.line_bytes_received != self.line_bytes_sent {
+            problems.push(format!(
+                "{} line bytes received, {} sent",
+                self.line_bytes_received, self.line_bytes_sent
+            ));
+        }
+        if self.bad_requests > 0 {
+            problems.push(format!("{} undecodable requests", self.bad_requests));
+        }
+        if self.lines_with_secret > 0 {
+            problems.push(format!("{} lines with a secret", self.lines_with_secret));
+        }
+        problems
+    }
 }
 
 /// One configuration with one body format.
@@ -430,7 +470,7 @@ pub struct Correctness {
 pub struct Row {
     pub config: String,
     pub format: BodyFormat,
-    /// `ok`, `not available yet`, or `failed: …`.
+    /// `ok`, `ok (…)` with a caveat, or `failed: …`.
     pub status: String,
     pub max_rate: Option<MaxRate>,
     pub half_rate: Option<HalfRate>,
@@ -481,13 +521,23 @@ pub struct RunSettings {
     pub ticks: u64,
 }
 
-/// Runs one configuration with one format against a fresh sluice and receiver.
-pub async fn run_variant(settings: &RunSettings, config: &str, bodies: Arc<Bodies>) -> anyhow::Result<Row> {
+/// Runs one configuration with one format against a fresh sluice and receiver. For the chains,
+/// the receiver looks for `secrets` (every secret string of the workload) in every line.
+pub async fn run_variant(
+    settings: &RunSettings,
+    config: &str,
+    bodies: Arc<Bodies>,
+    secrets: &[String],
+) -> anyhow::Result<Row> {
     let format = bodies.format;
-    let receiver = Receiver::start(&[])?;
-    let Some(yaml) = config_yaml(config, &receiver.url()) else {
-        return Ok(Row::status_only(config, format, "not available yet"));
+    let is_chain = config != "passthrough";
+    let receiver = Receiver::start(if is_chain { secrets } else { &[] })?;
+    let loki_url = receiver.url();
+    let Some(yaml) = chain::config_yaml(config, &loki_url) else {
+        anyhow::bail!("unknown configuration {config:?}");
     };
+    let parsed = sluice::config::Config::parse(&yaml, |_| None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    chain::check(config, &parsed, &loki_url).map_err(|e| anyhow::anyhow!("configuration {config}: {e}"))?;
     let control = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
     let mut sluice = SluiceProcess::start(&settings.sluice, &yaml, &control).await?;
     let pid = sluice.pid().to_string();
@@ -500,7 +550,8 @@ pub async fn run_variant(settings: &RunSettings, config: &str, bodies: Arc<Bodie
     let clients = clients(settings.connections)?;
     let mut sent = PushStats::default();
 
-    // Warm-up: connections, allocator, sink batches; counted for correctness only.
+    // Warm-up: connections, allocator, sink batches, plugin instances; counted for correctness
+    // only.
     let (warm, _) = max_rate(&target, &clients, settings.warmup).await;
     sent.merge(warm);
     settle(&control, &sluice, &receiver).await;
@@ -515,21 +566,25 @@ pub async fn run_variant(settings: &RunSettings, config: &str, bodies: Arc<Bodie
     let delivered = after.entries - before.entries;
     let seconds = elapsed.as_secs_f64();
     let cpu_s = cpu1 - cpu0;
+    let per_m = |lines: u64| if lines > 0 { cpu_s / lines as f64 * 1e6 } else { f64::NAN };
     let max = MaxRate {
         seconds,
         lines_per_s: delivered as f64 / seconds,
         mb_per_s: (after.line_bytes - before.line_bytes) as f64 / seconds / 1e6,
+        sent_lines_per_s: max_stats.entries_ok as f64 / seconds,
         cpu_s,
-        cpu_s_per_m_lines: if delivered > 0 { cpu_s / delivered as f64 * 1e6 } else { f64::NAN },
+        cpu_s_per_m_lines: per_m(max_stats.entries_ok),
+        cpu_s_per_m_delivered: per_m(delivered),
         cores_busy: cpu_s / seconds,
+        sent_entries: max_stats.entries_ok,
         delivered_entries: delivered,
         pushes: max_stats.clone(),
         settled,
     };
     sent.merge(max_stats);
 
-    // b. Half rate, open loop.
-    let target_lines = max.lines_per_s / 2.0;
+    // b. Half rate (of what was sent), open loop.
+    let target_lines = max.sent_lines_per_s / 2.0;
     let half = if target_lines > 0.0 {
         let before = receiver.totals();
         let (stats, elapsed) =
@@ -538,7 +593,8 @@ pub async fn run_variant(settings: &RunSettings, config: &str, bodies: Arc<Bodie
         let delivered = receiver.totals().entries - before.entries;
         let half = HalfRate {
             target_lines_per_s: target_lines,
-            achieved_lines_per_s: delivered as f64 / elapsed.as_secs_f64(),
+            achieved_lines_per_s: stats.entries_ok as f64 / elapsed.as_secs_f64(),
+            delivered_lines_per_s: delivered as f64 / elapsed.as_secs_f64(),
             latency: Latencies::of(stats.latencies_us.clone()),
             pushes: stats.clone(),
             settled,
@@ -551,24 +607,32 @@ pub async fn run_variant(settings: &RunSettings, config: &str, bodies: Arc<Bodie
 
     // c. Correctness over the whole variant.
     let received: Counts = receiver.totals();
-    let correctness = Correctness {
+    let mut correctness = Correctness {
         entries_sent: sent.entries_ok,
+        entries_expected: if is_chain { sent.kept_ok } else { sent.entries_ok },
         entries_received: received.entries,
         line_bytes_sent: sent.line_bytes_ok,
         line_bytes_received: received.line_bytes,
+        line_bytes_compared: !is_chain,
         bad_requests: receiver.bad_requests(),
-        ok: sent.entries_ok == received.entries
-            && sent.line_bytes_ok == received.line_bytes
-            && receiver.bad_requests() == 0,
+        secrets_checked: is_chain && !secrets.is_empty(),
+        lines_with_secret: received.lines_with_secret,
+        secrets_found: receiver.found_secrets(),
+        ok: false,
     };
+    let problems = correctness.problems();
+    correctness.ok = problems.is_empty();
 
     let peak_rss = procfs::peak_rss_bytes(&pid).ok();
     let metrics = interesting_metrics(&control, &sluice).await;
     let driver_cpu = procfs::cpu_seconds("self", settings.ticks)? - driver_cpu0;
     let exit = sluice.stop(Duration::from_secs(30)).await;
     let (warnings, samples) = sluice.warnings(5);
-    let status =
-        if correctness.ok { "ok".to_string() } else { "failed: entries lost or duplicated".to_string() };
+    let mut status =
+        if problems.is_empty() { "ok".to_string() } else { format!("failed: {}", problems.join(", ")) };
+    if config == "chain-fanout" {
+        status = format!("{status} ({})", chain::FANOUT_ARCHIVE_NOTE);
+    }
     Ok(Row {
         config: config.into(),
         format,
@@ -591,14 +655,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passthrough_config_parses_and_chains_are_not_available_yet() {
-        let yaml = config_yaml("passthrough", "http://127.0.0.1:9").expect("passthrough");
-        let config = sluice::config::Config::parse(&yaml, |_| None).expect("parses");
-        assert_eq!(config.sinks.len(), 1);
-        assert_eq!(config.queue.max_entries, 2_000_000);
-        for name in &KNOWN_CONFIGS[1..] {
-            assert!(config_yaml(name, "http://x").is_none(), "{name}");
+    fn bodies_know_what_the_chain_keeps_of_each_push() {
+        let prepared = prepare(2, 4, &[BodyFormat::Protobuf]);
+        let pb = &prepared.bodies[&BodyFormat::Protobuf];
+        assert_eq!(pb.kept.len(), 4);
+        for (kept, entries) in pb.kept.iter().zip(&pb.entries) {
+            // The chain drops ~90% of the structured DEBUG lines (~14% of all): some, not many.
+            assert!(kept < entries && *kept > entries * 8 / 10, "{kept} of {entries}");
         }
+        assert!(!prepared.secrets.is_empty());
+    }
+
+    #[test]
+    fn correctness_names_every_problem() {
+        let good = Correctness {
+            entries_sent: 100,
+            entries_expected: 87,
+            entries_received: 87,
+            line_bytes_sent: 1000,
+            line_bytes_received: 700,
+            line_bytes_compared: false,
+            bad_requests: 0,
+            secrets_checked: true,
+            lines_with_secret: 0,
+            secrets_found: vec![],
+            ok: true,
+        };
+        assert!(good.problems().is_empty());
+        let bad = Correctness {
+            entries_received: 88,
+            line_bytes_compared: true,
+            bad_requests: 1,
+            lines_with_secret: 2,
+            ..good
+        };
+        assert_eq!(
+            bad.problems(),
+            [
+                "88 entries received, 87 expected",
+                "700 line bytes received, 1000 sent",
+                "1 undecodable requests",
+                "2 lines with a secret"
+            ]
+        );
     }
 
     #[test]

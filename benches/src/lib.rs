@@ -6,6 +6,7 @@
 //!
 //! See `benches/README.md` for how to run it and what each figure means.
 
+pub mod chain;
 pub mod driver;
 pub mod procfs;
 pub mod receiver;

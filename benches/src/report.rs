@@ -59,9 +59,9 @@ impl Report {
     pub fn table(&self) -> String {
         let mut t = String::new();
         t.push_str(
-            "| config | format | lines/s | MB/s | CPU s / M lines | × floor | p50 ms @½ | p99 ms @½ | peak RSS MiB | 429s | entries sent → received | status |\n",
+            "| config | format | lines/s | MB/s | CPU s / M lines sent | × floor | p50 ms @½ | p99 ms @½ | peak RSS MiB | 429s | entries sent → expected → received | lines w/ secret | status |\n",
         );
-        t.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+        t.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
         for r in &self.rows {
             let max = r.max_rate.as_ref();
             let lat = r.half_rate.as_ref().map(|h| &h.latency);
@@ -70,7 +70,7 @@ impl Report {
                 + r.half_rate.as_ref().map_or(0, |h| h.pushes.status_429);
             let _ = writeln!(
                 t,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.config,
                 r.format.name(),
                 max.map_or("–".into(), |m| thousands(m.lines_per_s)),
@@ -82,10 +82,15 @@ impl Report {
                 opt(r.peak_rss_bytes.map(|b| b as f64 / (1024.0 * 1024.0)), 0),
                 if r.max_rate.is_some() { n429.to_string() } else { "–".into() },
                 r.correctness.as_ref().map_or("–".into(), |c| format!(
-                    "{} → {}",
+                    "{} → {} → {}",
                     thousands(c.entries_sent as f64),
+                    thousands(c.entries_expected as f64),
                     thousands(c.entries_received as f64)
                 )),
+                r.correctness
+                    .as_ref()
+                    .filter(|c| c.secrets_checked)
+                    .map_or("–".into(), |c| thousands(c.lines_with_secret as f64)),
                 r.status,
             );
         }
@@ -123,12 +128,16 @@ impl Report {
         );
         md.push_str(&self.table());
         md.push_str(
-            "\nlines/s and MB/s (10^6 bytes of uncompressed lines) are delivered at the receiver during the max-rate \
-             phase; CPU is sluice's user+system time per million delivered lines; × floor compares it with the floor \
-             above; p50/p99 are push latencies at half the max rate, open loop; peak RSS is sluice's VmHWM; \
-             429s over both phases. See benches/README.md.\n",
+            "\nlines/s and MB/s (10^6 bytes of uncompressed lines) are delivered at the receiver (Loki) during the \
+             max-rate phase: for the chains, what is left after sampling; CPU is sluice's user+system time per million \
+             lines sent (pushed and accepted) in that phase, whatever the chain dropped; × floor compares it with the \
+             floor above; p50/p99 are push latencies at half the max (sent) rate, open loop; peak RSS is sluice's \
+             VmHWM; 429s over both phases. Entries expected: all sent for passthrough (line bytes must match too), \
+             those the reference chain keeps for the chains, whose received lines must hold none of the workload's \
+             secrets. chain-fanout's second sink is the NDJSON file sink, standing in for the S3 archive sink, which \
+             is not built yet. See benches/README.md.\n",
         );
-        let notes: Vec<String> = self
+        let mut notes: Vec<String> = self
             .rows
             .iter()
             .filter(|r| r.sluice_warnings > 0 || r.max_rate.as_ref().is_some_and(|m| m.pushes.errors() > 0))
@@ -143,6 +152,22 @@ impl Report {
                 )
             })
             .collect();
+        for r in &self.rows {
+            if let Some(c) = r.correctness.as_ref().filter(|c| !c.secrets_found.is_empty()) {
+                notes.push(format!(
+                    "- {} / {}: secrets that reached Loki: {}",
+                    r.config,
+                    r.format.name(),
+                    c.secrets_found.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        if self.rows.iter().any(|r| r.config == "chain-fanout" && r.max_rate.is_some()) {
+            notes.push(format!(
+                "- chain-fanout: {} (its second sink writes NDJSON under the data dir; BENCHMARK.md wants the S3 archive sink)",
+                crate::chain::FANOUT_ARCHIVE_NOTE
+            ));
+        }
         if !notes.is_empty() {
             md.push_str("\nNotes:\n");
             md.push_str(&notes.join("\n"));
