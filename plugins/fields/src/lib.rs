@@ -56,7 +56,7 @@ mod tests;
 pub use config::{
     DEFAULT_MAX_LABEL_VALUES, MAX_MAX_LABEL_VALUES, OutputList, OutputSpec, OutputsConfig, Transform,
 };
-pub use level::normalize_level;
+pub use level::{Level, level_of, normalize_level};
 pub use outputs::{Field, Outputs, sanitize};
 pub use parser::{Extract, LABEL_OVERFLOW, Parser, UNPARSED};
 pub use values::{Values, unescape_into};

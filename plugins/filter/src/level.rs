@@ -18,31 +18,16 @@ impl Level {
         1 << self as u8
     }
 
-    /// Reads a level, case-insensitively: `trace`, `trc`, `debug`, `dbg`, `verbose`, `fine`,
-    /// `finer`, `finest` are debug; `info`, `inf`, `information`, `informational`, `notice` are
-    /// info; `warn`, `warning`, `wrn` are warn; `error`, `err`, `eror`, `severe` are error;
-    /// `fatal`, `ftl`, `critical`, `crit`, `panic`, `dpanic`, `emerg`, `emergency`, `alert`
-    /// are fatal; anything else is unknown.
+    /// Reads a level with the spellings every built-in shares ([`sluice_fields::level_of`]);
+    /// anything else is unknown.
     pub(crate) fn parse(s: &str) -> Self {
-        const LONGEST: usize = 13; // "informational"
-        let bytes = s.as_bytes();
-        if bytes.is_empty() || bytes.len() > LONGEST {
-            return Self::Unknown;
-        }
-        let mut buf = [0u8; LONGEST];
-        let lower = &mut buf[..bytes.len()];
-        lower.copy_from_slice(bytes);
-        lower.make_ascii_lowercase();
-        match &*lower {
-            b"trace" | b"trc" | b"debug" | b"dbg" | b"verbose" | b"fine" | b"finer" | b"finest" => {
-                Self::Debug
-            }
-            b"info" | b"inf" | b"information" | b"informational" | b"notice" => Self::Info,
-            b"warn" | b"warning" | b"wrn" => Self::Warn,
-            b"error" | b"err" | b"eror" | b"severe" => Self::Error,
-            b"fatal" | b"ftl" | b"critical" | b"crit" | b"panic" | b"dpanic" | b"emerg" | b"emergency"
-            | b"alert" => Self::Fatal,
-            _ => Self::Unknown,
+        match sluice_fields::level_of(s.as_bytes()) {
+            Some(sluice_fields::Level::Debug) => Self::Debug,
+            Some(sluice_fields::Level::Info) => Self::Info,
+            Some(sluice_fields::Level::Warn) => Self::Warn,
+            Some(sluice_fields::Level::Error) => Self::Error,
+            Some(sluice_fields::Level::Fatal) => Self::Fatal,
+            None => Self::Unknown,
         }
     }
 }
@@ -72,7 +57,9 @@ mod tests {
             ("", Level::Unknown),
             ("unknown", Level::Unknown),
             ("informational!", Level::Unknown),
-            ("i", Level::Unknown),
+            ("i", Level::Info),
+            ("x", Level::Unknown),
+            ("40", Level::Warn),
             ("ÉRROR", Level::Unknown),
         ] {
             assert_eq!(Level::parse(s), level, "{s}");

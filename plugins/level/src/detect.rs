@@ -13,26 +13,8 @@
 //! Keys must start within the first `max_scan_bytes` of the line; a key's value is read on up to
 //! [`VALUE_MAX`] bytes past it. Nothing after the window is looked at otherwise.
 
-/// A normalised level: the set the `level` plugin writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Debug,
-    Info,
-    Warn,
-    Error,
-    Fatal,
-}
-
-impl Severity {
-    /// Every level, in order of severity.
-    pub const ALL: [Severity; 5] =
-        [Severity::Debug, Severity::Info, Severity::Warn, Severity::Error, Severity::Fatal];
-
-    /// The normalised spelling: `debug`, `info`, `warn`, `error` or `fatal`.
-    pub fn as_str(self) -> &'static str {
-        ["debug", "info", "warn", "error", "fatal"][self as usize]
-    }
-}
+/// A normalised level: the set the `level` plugin writes (shared by every built-in).
+pub use sluice_fields::Level as Severity;
 
 /// How far past its key a value is read (longer values are no level anyway).
 pub const VALUE_MAX: usize = 64;
@@ -46,15 +28,7 @@ pub fn normalize(value: &str) -> Option<Severity> {
 }
 
 fn normalize_bytes(value: &[u8]) -> Option<Severity> {
-    match value {
-        [b] => letter(b.to_ascii_uppercase()),
-        b"10" | b"20" => Some(Severity::Debug),
-        b"30" => Some(Severity::Info),
-        b"40" => Some(Severity::Warn),
-        b"50" => Some(Severity::Error),
-        b"60" => Some(Severity::Fatal),
-        _ => word(value).map(|(s, _)| s),
-    }
+    sluice_fields::level_of(value)
 }
 
 /// An upper-case level letter: `[E]`, klog's `E0102`.

@@ -208,8 +208,8 @@ impl Plugin for Relabel {
         })
     }
 
-    /// One entry on its own: every rule, no per-stream cache. `process_batch` is what sluice
-    /// calls.
+    /// One entry on its own: every rule, no per-stream cache; `__tenant_id__` reads as the tenant
+    /// of the last batch. `process_batch` is what sluice calls.
     fn process(&mut self, entry: &mut Entry<'_>) -> Result<Verdict, Error> {
         let Self { rules, finish, tenant, entry: state, entry_outcome: outcome, scratch, counts, .. } = self;
         state.labels.load(entry.labels());
@@ -241,15 +241,13 @@ impl Plugin for Relabel {
         } = self;
         let (stream_rules, entry_rules) = rules.split_at_mut(*per_entry_from);
         let mut current = usize::MAX;
-        // The outcome of every entry of the current stream, if the rules decided it per stream:
-        // a cache slot, or `stream_outcome` when some rules run per entry.
-        let mut per_stream: Option<Option<usize>> = None;
+        let mut decided = Decided::PerEntry;
         batch.for_each_entry(|entry| {
             if entry.stream_index() != current {
                 current = entry.stream_index();
                 let cached = if entry_rules.is_empty() { cache.get(tenant, entry.labels()) } else { None };
-                per_stream = match cached {
-                    Some(slot) => Some(Some(slot)),
+                decided = match cached {
+                    Some(slot) => Decided::Cached(slot),
                     None => {
                         stream.labels.load(entry.labels());
                         stream.metadata.clear();
@@ -258,17 +256,21 @@ impl Plugin for Relabel {
                         run(stream_rules, stream, Context { tenant, entry: None }, scratch);
                         if entry_rules.is_empty() || stream.dropped {
                             finish.apply(stream, entry.labels(), tenant, stream_outcome);
-                            Some(entry_rules.is_empty().then(|| cache.insert(stream_outcome)))
+                            if entry_rules.is_empty() {
+                                Decided::Cached(cache.insert(stream_outcome))
+                            } else {
+                                Decided::Stream
+                            }
                         } else {
-                            None
+                            Decided::PerEntry
                         }
                     }
                 };
             }
-            match per_stream {
-                Some(Some(slot)) => return cache.outcomes[slot].apply(entry, counts),
-                Some(None) => return stream_outcome.apply(entry, counts),
-                None => {}
+            match decided {
+                Decided::Cached(slot) => return cache.outcomes[slot].apply(entry, counts),
+                Decided::Stream => return stream_outcome.apply(entry, counts),
+                Decided::PerEntry => {}
             }
             state.copy_from(stream);
             run(entry_rules, state, Context { tenant, entry: Some(&*entry) }, scratch);
@@ -282,6 +284,17 @@ impl Plugin for Relabel {
         count("invalid_tenant", invalid_tenant);
         Ok(())
     }
+}
+
+/// Where the outcome of the current stream's entries comes from.
+#[derive(Debug, Clone, Copy)]
+enum Decided {
+    /// Every rule ran per stream: this cache slot.
+    Cached(usize),
+    /// A per-stream rule dropped the stream: `stream_outcome`.
+    Stream,
+    /// The per-entry rules decide, entry by entry.
+    PerEntry,
 }
 
 /// Runs `rules` in order until one drops the entry.

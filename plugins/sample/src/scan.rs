@@ -10,43 +10,10 @@ pub const UNKNOWN: usize = 5;
 /// The normalised level names, by index; the last, `unknown`, is for no recognised level.
 pub const LEVELS: [&str; 6] = ["debug", "info", "warn", "error", "fatal", "unknown"];
 
-/// The level index of a label, metadata or field value, case-insensitively, with the `level`
-/// plugin's spellings: `TRACE`/`DEBUG`/`DBG` → debug, `INFO`/`NOTICE` → info, `WARN`/`WARNING` →
-/// warn, `ERROR`/`ERR` → error, `FATAL`/`CRITICAL`/`PANIC`/… → fatal, the letters `T D I W E F`,
-/// pino's numbers; 5 (`unknown`) otherwise.
+/// The level index (into [`LEVELS`]) of a label, metadata or field value, with the spellings
+/// every built-in shares ([`sluice_fields::level_of`]); [`UNKNOWN`] otherwise.
 pub fn level_index(value: &[u8]) -> usize {
-    const LONGEST: usize = "informational".len();
-    match value {
-        [b] => match b.to_ascii_uppercase() {
-            b'T' | b'D' => 0,
-            b'I' => 1,
-            b'W' => 2,
-            b'E' => 3,
-            b'F' => 4,
-            _ => UNKNOWN,
-        },
-        b"10" | b"20" => 0,
-        b"30" => 1,
-        b"40" => 2,
-        b"50" => 3,
-        b"60" => 4,
-        _ if (3..=LONGEST).contains(&value.len()) => {
-            let mut buf = [0u8; LONGEST];
-            for (d, s) in buf.iter_mut().zip(value) {
-                *d = s.to_ascii_lowercase();
-            }
-            match &buf[..value.len()] {
-                b"trace" | b"trc" | b"debug" | b"dbg" | b"verbose" | b"fine" | b"finer" | b"finest" => 0,
-                b"info" | b"inf" | b"information" | b"informational" | b"notice" => 1,
-                b"warn" | b"warning" | b"wrn" => 2,
-                b"error" | b"err" | b"severe" => 3,
-                b"fatal" | b"ftl" | b"critical" | b"crit" | b"panic" | b"pnc" | b"emerg" | b"emergency"
-                | b"alert" => 4,
-                _ => UNKNOWN,
-            }
-        }
-        _ => UNKNOWN,
-    }
+    sluice_fields::level_of(value).map_or(UNKNOWN, |level| level as usize)
 }
 
 /// The raw value of `key` in `line`: a top-level key of a JSON object line, or a logfmt key of
