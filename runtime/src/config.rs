@@ -428,7 +428,7 @@ pub struct StageConfig {
     #[serde(default = "default_plugin_memory")]
     pub max_memory: ByteSize,
     /// Secret behind the `keyed-hash` import, typically `${REDACT_KEY}`. Unset: a fixed,
-    /// publicly known key (a warning at startup): hashes are then not secret.
+    /// publicly known key (a warning at the first hash): hashes are then not secret.
     #[serde(default)]
     pub hash_key: Option<String>,
 }

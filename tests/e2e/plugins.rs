@@ -253,3 +253,33 @@ default_route: {{ sinks: [loki] }}
         "the plugin's own counts: {text}"
     );
 }
+
+#[tokio::test]
+async fn only_a_stage_that_hashes_with_the_default_key_warns_and_only_once() {
+    let r = Receiver::start();
+    let extra = format!(
+        r#"pipelines:
+  main:
+    stages:
+      - plugin: "{identity}"
+      - plugin: "{filter}"
+        config: {{ redact: hunter2 }}
+default_route: {{ sinks: [loki], pipeline: main }}
+"#,
+        identity = plugin("identity").display(),
+        filter = plugin("example-filter").display(),
+    );
+    let sluice = Sluice::start(&loki_config(&r.url(), &extra)).await;
+    let warning = "hashes values with sluice's public default key";
+    assert!(!sluice.logs().contains(warning), "no warning before anything is hashed:\n{}", sluice.logs());
+    let ts = now_ns();
+    for i in 0..3 {
+        let push = one(r#"{app="api"}"#, vec![entry(ts + i, "password=hunter2")]);
+        assert_eq!(sluice.push_proto(Some("t"), &push).await.status, 204);
+    }
+    ok_or_logs(r.wait_for(3, DELIVERY).await, &sluice);
+    let logs = sluice.logs();
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains(warning)).collect();
+    assert_eq!(warnings.len(), 1, "once per stage, whatever its instances: {warnings:?}");
+    assert!(warnings[0].contains("main/example_filter"), "the stage that hashed: {warnings:?}");
+}

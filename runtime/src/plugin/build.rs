@@ -20,6 +20,10 @@ use super::stage::{NativeMaker, PluginStage};
 /// it are stable but not secret; sluice warns at startup when a stage uses it.
 pub const DEFAULT_HASH_SECRET: &str = "sluice default hash key: set hash_key";
 
+/// The key [`DEFAULT_HASH_SECRET`] derives; a Wasm stage hashing with it warns once.
+pub static DEFAULT_HASH_KEY: std::sync::LazyLock<[u8; 32]> =
+    std::sync::LazyLock::new(|| sluice_sdk::hash::derive_key(DEFAULT_HASH_SECRET.as_bytes()));
+
 /// One loaded stage of a pipeline.
 #[derive(Debug, Clone)]
 pub struct LoadedStage {
@@ -144,13 +148,7 @@ pub fn check_stage(
 ) -> Result<StagePlugin, StageProblem> {
     let hash_key = match &stage.hash_key {
         Some(secret) => sluice_sdk::hash::derive_key(secret.as_bytes()),
-        None => {
-            tracing::warn!(
-                stage = stage_name,
-                "no hash_key: keyed-hash uses sluice's public default key, so its hashes are not secret"
-            );
-            sluice_sdk::hash::derive_key(DEFAULT_HASH_SECRET.as_bytes())
-        }
+        None => *DEFAULT_HASH_KEY,
     };
     let builtin = match source {
         PluginSource::Builtin(name) => Some(builtin::find(name).ok_or_else(|| StageProblem {
@@ -163,6 +161,13 @@ pub fn check_stage(
         PluginSource::File(_) => None,
     };
     if let (Some(builtin), RunMode::Native) = (builtin, stage.run) {
+        if stage.hash_key.is_none() {
+            // Natively the hash runs inside the SDK, out of the host's sight: warn at load.
+            tracing::warn!(
+                stage = stage_name,
+                "no hash_key: if the plugin hashes values it uses sluice's public default key, so its hashes are not secret"
+            );
+        }
         return load_native(stage_name, stage, builtin, hash_key);
     }
     let spec = PluginSpec {

@@ -27,6 +27,8 @@ pub struct StageIdentity {
     /// The plugin's own name from `info`, or its file stem until that is known.
     pub plugin: Arc<str>,
     pub hash_key: [u8; 32],
+    /// Set once the stage has warned that it hashes with sluice's public default key.
+    pub warned_default_key: std::sync::atomic::AtomicBool,
 }
 
 /// The data of one instance's store.
@@ -115,6 +117,16 @@ impl Host for HostState {
     }
 
     fn keyed_hash(&mut self, data: Vec<u8>) -> Vec<u8> {
+        // Warned here, at the first hash, not at load: most plugins never hash.
+        if self.id.hash_key == *super::build::DEFAULT_HASH_KEY
+            && !self.id.warned_default_key.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            let (stage, plugin) = (&*self.id.stage, &*self.id.plugin);
+            tracing::warn!(
+                target: "sluice::plugin", stage, plugin,
+                "the plugin hashes values with sluice's public default key: set the stage's hash_key, or its hashes are not secret"
+            );
+        }
         sluice_sdk::hash::keyed_hash(&self.id.hash_key, &data).to_vec()
     }
 

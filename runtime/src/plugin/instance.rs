@@ -106,6 +106,7 @@ impl LoadedPlugin {
                 stage: spec.stage.as_str().into(),
                 plugin: origin.into(),
                 hash_key: spec.hash_key,
+                warned_default_key: false.into(),
             }),
             spec,
             info: PluginInfo { name: String::new(), version: String::new(), format_version: 0 },
@@ -125,6 +126,7 @@ impl LoadedPlugin {
             stage: plugin.id.stage.clone(),
             plugin: info.name.as_str().into(),
             hash_key: plugin.spec.hash_key,
+            warned_default_key: false.into(),
         });
         plugin.info = info;
         probe.init(&plugin.spec)?;

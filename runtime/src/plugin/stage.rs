@@ -249,3 +249,23 @@ impl Stage for PluginStage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_cannot_make_more_than_64_event_series_per_stage() {
+        let mut events = Events { stage: "s".into(), plugin: "p".into(), counters: Vec::new() };
+        let mut counts: Counts = (0..100).map(|i| (format!("event_{i}"), 1)).collect();
+        counts.push(("not valid!".into(), 1));
+        counts.push(("x".repeat(65), 1));
+        events.record(counts);
+        events.record(vec![("event_0".into(), 2), ("event_99".into(), 1)]);
+        let names: Vec<&str> = events.counters.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), MAX_EVENTS, "{names:?}");
+        assert_eq!(names[..3], ["event_0", "event_1", "event_2"]);
+        assert_eq!(names[MAX_EVENTS - 2], "event_62");
+        assert_eq!(names[MAX_EVENTS - 1], OTHER_EVENT, "the rest, invalid names too, go to `other`");
+    }
+}
