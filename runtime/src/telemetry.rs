@@ -75,6 +75,18 @@ fn describe() {
         "Plugin instances rebuilt after a trap, timeout or memory exhaustion."
     );
     describe_counter!("sluice_plugin_log_suppressed_total", "Plugin log messages over the per-call limit.");
+    describe_counter!(
+        "sluice_plugin_events_total",
+        "What a plugin counted, by event (at most 64 per stage)."
+    );
+    describe_counter!(
+        "sluice_tenant_rewrites_total",
+        "Entries a stage moved to another tenant (__tenant_id__)."
+    );
+    describe_counter!(
+        "sluice_tenant_rewrites_refused_total",
+        "Entries whose stage set an invalid tenant id; they kept their tenant."
+    );
     describe_counter!("sluice_reloads_total", "Configuration reloads, by result.");
     describe_counter!("sluice_route_dropped_entries_total", "Entries that no route or sink took.");
     describe_counter!("sluice_sink_requests_total", "Sink requests by status.");
