@@ -76,7 +76,7 @@ fn benches(c: &mut Criterion) {
 
     let config = Config::parse(
         r#"
-sinks: { a: { type: file }, b: { type: file } }
+sinks: { a: { type: archive }, b: { type: archive } }
 routes:
   - { selector: '{namespace="ns-1", app=~"app-1.*"}', sinks: [a], continue: true }
   - { selector: '{container!="init"}', tenants: [other], sinks: [b] }

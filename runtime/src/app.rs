@@ -35,8 +35,9 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     };
     let mut sinks = Vec::new();
     let mut sink_tasks = Vec::new();
+    let shutdown_deadline = sink::ShutdownDeadline::default();
     for (name, sink_config) in &config.sinks {
-        let (tx, task) = sink::spawn(name, sink_config, &config.data_dir)?;
+        let (tx, task) = sink::spawn(name, sink_config, &config.data_dir, &shutdown_deadline).await?;
         sinks.push((name.clone(), tx));
         sink_tasks.push((name.clone(), task));
     }
@@ -74,6 +75,7 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
 
     let timeout = config.server.shutdown_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
+    let _ = shutdown_deadline.set(deadline);
     let drained = tokio::time::timeout_at(deadline, async {
         match server.await {
             Ok(Ok(())) => {}

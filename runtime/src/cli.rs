@@ -1,5 +1,6 @@
-//! The command line: `sluice run`, `sluice validate`, and `sluice plugin test|new` for plugin
-//! authors (their logic lives in [`crate::plugin::tryout`] and [`crate::plugin::scaffold`]).
+//! The command line: `sluice run`, `sluice validate`, `sluice replay` (in [`crate::replay`]),
+//! and `sluice plugin test|new` for plugin authors (their logic lives in
+//! [`crate::plugin::tryout`] and [`crate::plugin::scaffold`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,9 @@ pub enum Command {
     Run(RunArgs),
     /// Check a configuration file and report every problem with its location.
     Validate(ValidateArgs),
+    /// Push archived logs (sluice's archive, or a logcli JSONL export) into Loki, in time order
+    /// per stream, resuming where an interrupted run stopped.
+    Replay(ReplayArgs),
     /// Write and try out plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -107,6 +111,78 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// What to replay: an archive (`s3://bucket/prefix`, `gs://…`, `az://…`, `file:///dir`, a
+    /// directory, or a sluice data directory), or one file (`.jsonl`, `.ndjson`, optionally
+    /// `.gz`/`.zst`, or `.parquet`), e.g. a `logcli query --output=jsonl` export.
+    #[arg(long, value_name = "URL|DIR|FILE")]
+    pub from: String,
+    /// Loki's base URL (`http://loki:3100`) or full push URL.
+    #[arg(long, value_name = "URL")]
+    pub to_loki: String,
+    /// Replay entries from this time on (inclusive): RFC 3339 with any offset, a date
+    /// (`2024-03-01`, UTC midnight), or a duration before now (`24h`).
+    #[arg(long, value_name = "TIME", value_parser = crate::replay::time::parse)]
+    pub since: Option<crate::replay::time::TimeArg>,
+    /// Replay entries before this time (exclusive); same forms as --since.
+    #[arg(long, value_name = "TIME", value_parser = crate::replay::time::parse)]
+    pub until: Option<crate::replay::time::TimeArg>,
+    /// Only streams matching this Loki stream selector (on the archived labels), e.g.
+    /// `{app="api", env=~"prod|staging"}`.
+    #[arg(long, value_parser = check_selector_arg)]
+    pub selector: Option<String>,
+    /// Push everything under this tenant instead of the archived one (records without one go
+    /// to `fake`, Loki's tenant without authentication).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Most bytes (lines and structured metadata) per push request.
+    #[arg(long, default_value = "1MiB")]
+    pub batch_size: bytesize::ByteSize,
+    /// Attempts per push request on 429, 5xx and network errors before the replay stops
+    /// (resumable); 0 retries forever.
+    #[arg(long, default_value_t = 10)]
+    pub max_attempts: u32,
+    /// The checkpoint file (default: `.sluice-replay-<hash of the arguments>.json` in the
+    /// current directory).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Ignore the checkpoint and replay everything again.
+    #[arg(long)]
+    pub restart: bool,
+    /// An S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS). Credentials come from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and the usual AWS_* variables).
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region (default: AWS_REGION).
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// A setting of the store by its `object_store` key, e.g. `google_service_account=/key.json`;
+    /// repeatable.
+    #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub store_options: Vec<(String, String)>,
+    /// Basic-auth user name for Loki.
+    #[arg(long, env = "SLUICE_LOKI_USERNAME")]
+    pub loki_username: Option<String>,
+    /// Basic-auth password for Loki.
+    #[arg(long, env = "SLUICE_LOKI_PASSWORD", hide_env_values = true, requires = "loki_username")]
+    pub loki_password: Option<String>,
+    /// Bearer token for Loki.
+    #[arg(long, env = "SLUICE_LOKI_BEARER_TOKEN", hide_env_values = true, conflicts_with = "loki_username")]
+    pub loki_bearer_token: Option<String>,
+}
+
+fn check_selector_arg(s: &str) -> Result<String, String> {
+    check_selector(s).map(|()| s.to_string())
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}`: expected KEY=VALUE")),
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// The configuration file to check.
     #[arg(long, short)]
@@ -128,6 +204,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Validate(args) => validate(&args),
+        Command::Replay(args) => crate::replay::main(args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_test(args),
         Command::Plugin(PluginCommand::New(args)) => plugin_new(&args),
     }

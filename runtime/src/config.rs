@@ -274,8 +274,8 @@ impl Default for QueueConfig {
 pub enum SinkConfig {
     /// Forward to Loki's push API.
     Loki(LokiSinkConfig),
-    /// Write NDJSON files to a local directory.
-    File(FileSinkConfig),
+    /// Write compressed NDJSON objects to S3, GCS, Azure or a local directory.
+    Archive(ArchiveSinkConfig),
 }
 
 /// The Loki sink.
@@ -335,19 +335,112 @@ impl Default for RetryConfig {
     }
 }
 
-/// The local NDJSON file sink (see the README for the layout).
+/// The archive sink (see the README for the layout and the record format).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileSinkConfig {
-    /// Directory to write to. Default: `<data_dir>/archive`.
+pub struct ArchiveSinkConfig {
+    /// Where: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`,
+    /// `file:///dir`, or a directory. Default: `<data_dir>/archive`.
     #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// Start a new file when the current one for a partition reaches this size.
-    #[serde(default = "default_file_batch_size")]
-    pub batch_size: ByteSize,
-    /// Write out what is buffered at least this often.
-    #[serde(default = "default_batch_wait", with = "humantime_serde")]
-    pub batch_wait: Duration,
+    pub url: Option<String>,
+    /// S3 and S3-compatible stores; unset fields come from the `AWS_*` environment variables.
+    #[serde(default)]
+    pub s3: S3Config,
+    /// More settings for the store, by the `object_store` crate's config key
+    /// (`google_service_account`, `azure_storage_account_key`, `aws_sse_kms_key_id`, …).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// The object key below the prefix, without the file name; placeholders `{tenant}`,
+    /// `{date}`, `{year}`, `{month}`, `{day}`, `{hour}` (UTC, of the entries' timestamps) and
+    /// `{label:NAME}`.
+    #[serde(default = "default_archive_key")]
+    pub key: String,
+    /// The objects' format: NDJSON records, or Parquet with the same fields.
+    #[serde(default)]
+    pub format: ArchiveFormat,
+    /// How objects are compressed (for Parquet: its pages).
+    #[serde(default)]
+    pub compression: Compression,
+    /// The compressor's level (zstd 1–22, default 3; gzip 0–9, default 6).
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    /// Close an object when it reaches this many (compressed) bytes.
+    #[serde(default = "default_max_object_size")]
+    pub max_object_size: ByteSize,
+    /// Close an object at the latest this long after its first entry.
+    #[serde(default = "default_max_object_age", with = "humantime_serde")]
+    pub max_object_age: Duration,
+    /// Objects being written at once (one per key); past it the oldest is closed.
+    #[serde(default = "default_max_open_objects")]
+    pub max_open_objects: usize,
+    /// Where objects are written before upload. Default: `<data_dir>/spool/<sink name>`.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes in the spool (objects being written and waiting for upload); past it the
+    /// sink stops taking batches, and ingest answers 429 once the queue is full.
+    #[serde(default = "default_max_spool")]
+    pub max_spool: ByteSize,
+    /// Uploads in flight at once.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+    /// Objects larger than this are uploaded in parts of this size (at least 5 MiB for S3).
+    #[serde(default = "default_part_size")]
+    pub part_size: ByteSize,
+    /// Backoff between upload attempts; `max_attempts: 0` (the default) retries until it works.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Write a small object at start to check the store, the bucket and the credentials, so a
+    /// mistake fails the start instead of every upload later.
+    #[serde(default = "default_true")]
+    pub check_on_start: bool,
+}
+
+/// S3 settings; an unset one is read from `AWS_*` variables (`AWS_ENDPOINT_URL`,
+/// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, …), then
+/// from the instance's or pod's role.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// An S3-compatible endpoint (`http://seaweedfs:8333`, `https://minio.example`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Address buckets as `endpoint/bucket` (path style, what most S3-compatible stores want)
+    /// rather than `bucket.endpoint`. Default: path style with an `endpoint`, virtual-hosted
+    /// style on AWS.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+}
+
+/// Format of archive objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveFormat {
+    /// One JSON record per line.
+    #[default]
+    Ndjson,
+    /// `.parquet`, one row per entry.
+    Parquet,
+}
+
+/// Compression of archive objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// `.ndjson.zst`
+    #[default]
+    Zstd,
+    /// `.ndjson.gz`
+    Gzip,
+    /// `.ndjson`
+    None,
 }
 
 /// A route: which streams go to which sinks.
@@ -505,8 +598,29 @@ fn default_data_dir() -> PathBuf {
 fn default_loki_batch_size() -> ByteSize {
     ByteSize::mib(1)
 }
-fn default_file_batch_size() -> ByteSize {
-    ByteSize::mib(16)
+fn default_true() -> bool {
+    true
+}
+fn default_archive_key() -> String {
+    "tenant={tenant}/dt={date}/hour={hour}".into()
+}
+fn default_max_object_size() -> ByteSize {
+    ByteSize::mib(64)
+}
+fn default_max_object_age() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_open_objects() -> usize {
+    32
+}
+fn default_max_spool() -> ByteSize {
+    ByteSize::gib(1)
+}
+fn default_upload_concurrency() -> usize {
+    4
+}
+fn default_part_size() -> ByteSize {
+    ByteSize::mib(8)
 }
 fn default_batch_wait() -> Duration {
     Duration::from_secs(1)
@@ -518,26 +632,25 @@ fn default_loki_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// Name of the file sink in the embedded default.
-pub const DEFAULT_FILE_SINK: &str = "local";
+/// Name of the archive sink in the embedded default.
+pub const DEFAULT_ARCHIVE_SINK: &str = "local";
 /// Name of the Loki sink that `--loki-url` adds to the embedded default.
 pub const DEFAULT_LOKI_SINK: &str = "loki";
 
 impl Config {
-    /// The embedded default: a local NDJSON archive under the data dir, every stream routed to it.
+    /// The embedded default: a local archive under the data dir, every stream routed to it.
     pub fn embedded_default() -> Self {
-        let file = FileSinkConfig {
-            path: None,
-            batch_size: default_file_batch_size(),
-            batch_wait: default_batch_wait(),
-        };
+        // Objects close after 10 s rather than 5 min, so that someone trying sluice out sees
+        // their lines in the archive while they look.
+        let archive =
+            ArchiveSinkConfig { max_object_age: Duration::from_secs(10), ..ArchiveSinkConfig::local() };
         Self {
             server: ServerConfig::default(),
             data_dir: default_data_dir(),
             tenants: TenantsConfig::default(),
             limits: Limits::default(),
             queue: QueueConfig::default(),
-            sinks: BTreeMap::from([(DEFAULT_FILE_SINK.to_string(), SinkConfig::File(file))]),
+            sinks: BTreeMap::from([(DEFAULT_ARCHIVE_SINK.to_string(), SinkConfig::Archive(archive))]),
             routes: Vec::new(),
             default_route: None,
             pipelines: BTreeMap::new(),
@@ -636,9 +749,14 @@ impl Config {
             errors.push(err("server", "max_body_size and max_decompressed_size must be larger than 0"));
         }
         if self.sinks.is_empty() {
-            errors.push(err("sinks", "no sinks configured: add at least one (type `loki` or `file`)"));
+            errors.push(err("sinks", "no sinks configured: add at least one (type `loki` or `archive`)"));
         }
         for (name, sink) in &self.sinks {
+            if let SinkConfig::Archive(archive) = sink {
+                for (field, message) in archive.problems() {
+                    errors.push(err(format!("sinks.{name}.{field}"), message));
+                }
+            }
             if let SinkConfig::Loki(loki) = sink {
                 let at = format!("sinks.{name}");
                 if let Err(e) = loki.push_url() {
@@ -836,6 +954,88 @@ pub fn route_name(index: usize, route: &RouteConfig) -> String {
     route.name.clone().unwrap_or_else(|| format!("route-{index}"))
 }
 
+impl ArchiveSinkConfig {
+    /// All defaults: an archive under `<data_dir>/archive`.
+    pub fn local() -> Self {
+        Self {
+            url: None,
+            s3: S3Config::default(),
+            options: BTreeMap::new(),
+            key: default_archive_key(),
+            format: ArchiveFormat::default(),
+            compression: Compression::default(),
+            compression_level: None,
+            max_object_size: default_max_object_size(),
+            max_object_age: default_max_object_age(),
+            max_open_objects: default_max_open_objects(),
+            spool_dir: None,
+            max_spool: default_max_spool(),
+            upload_concurrency: default_upload_concurrency(),
+            part_size: default_part_size(),
+            retry: RetryConfig::default(),
+            check_on_start: true,
+        }
+    }
+
+    /// Every problem with the settings, as `(field, message)`.
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if let Some(url) = &self.url
+            && let Err(e) = crate::archive::store::Location::parse(url)
+        {
+            problems.push(("url", e));
+        }
+        if let Err(e) = crate::archive::key::KeyTemplate::parse(&self.key) {
+            problems.push(("key", e));
+        }
+        let level_range = match self.compression {
+            Compression::Zstd => Some(1..=22),
+            Compression::Gzip => Some(0..=9),
+            Compression::None => None,
+        };
+        match (self.compression_level, level_range) {
+            (Some(level), Some(range)) if !range.contains(&level) => problems.push((
+                "compression_level",
+                format!(
+                    "{level} is out of range for {:?}: {}..={}",
+                    self.compression,
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            (Some(_), None) => {
+                problems.push(("compression_level", "has no meaning with `compression: none`".into()))
+            }
+            _ => {}
+        }
+        if self.max_object_size.as_u64() == 0 {
+            problems.push(("max_object_size", "must be more than 0".into()));
+        }
+        if self.max_object_age.is_zero() {
+            problems.push(("max_object_age", "must be more than 0".into()));
+        }
+        if self.max_open_objects == 0 {
+            problems.push(("max_open_objects", "must be at least 1".into()));
+        }
+        if self.upload_concurrency == 0 {
+            problems.push(("upload_concurrency", "must be at least 1".into()));
+        }
+        if self.part_size.as_u64() < ByteSize::mib(5).as_u64() {
+            problems.push(("part_size", "must be at least 5 MiB (S3's smallest part)".into()));
+        }
+        if self.max_spool.as_u64() < 2 * self.max_object_size.as_u64() {
+            problems.push((
+                "max_spool",
+                format!("must hold at least two objects of max_object_size ({})", self.max_object_size),
+            ));
+        }
+        if self.retry.min_backoff > self.retry.max_backoff {
+            problems.push(("retry", "min_backoff is larger than max_backoff".into()));
+        }
+        problems
+    }
+}
+
 impl LokiSinkConfig {
     /// A Loki sink with every default, for `url`.
     pub fn new(url: &str) -> Self {
@@ -980,7 +1180,7 @@ tenants:
       limits: { max_line_size: 1KB }
 sinks:
   loki: { type: loki, url: "http://loki:3100", batch_wait: 250ms }
-  local: { type: file }
+  local: { type: archive }
 routes:
   - selector: '{app="x"}'
     sinks: [loki]
@@ -1049,7 +1249,7 @@ tenants:
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("p.wasm"), b"").expect("write");
         let text = r#"
-sinks: { local: { type: file } }
+sinks: { local: { type: archive } }
 pipelines:
   main:
     stages:
@@ -1099,9 +1299,9 @@ default_route: { sinks: [local], pipeline: main }
         let o = Overrides { loki_url: Some("http://127.0.0.1:9".into()), ..Default::default() };
         cfg.apply_overrides(&o).expect("applies");
         assert!(matches!(cfg.sinks.get(DEFAULT_LOKI_SINK), Some(SinkConfig::Loki(_))));
-        assert!(cfg.sinks.contains_key(DEFAULT_FILE_SINK));
+        assert!(cfg.sinks.contains_key(DEFAULT_ARCHIVE_SINK));
 
-        let mut cfg = Config::parse("sinks: { f: { type: file } }", env).expect("parses");
+        let mut cfg = Config::parse("sinks: { f: { type: archive } }", env).expect("parses");
         let o = Overrides { from_file: true, ..o };
         let e = cfg.apply_overrides(&o).expect_err("no loki sink");
         assert_eq!(e.0[0].location, "--loki-url");

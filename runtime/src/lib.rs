@@ -5,6 +5,7 @@
 //! together and owns shutdown.
 
 pub mod app;
+pub mod archive;
 pub mod buffer;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod proto;
 pub mod reload;
+pub mod replay;
 pub mod route;
 pub mod sink;
 pub mod telemetry;

@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn first_match_wins_unless_continue_and_default_catches_the_rest() {
         let text = r#"
-sinks: { a: { type: file }, b: { type: file }, c: { type: file } }
+sinks: { a: { type: archive }, b: { type: archive }, c: { type: archive } }
 routes:
   - { name: ml, selector: '{app=~"ml-.*"}', sinks: [a], continue: true }
   - { name: airflow, selector: '{namespace="airflow"}', sinks: [b] }

@@ -1,5 +1,6 @@
-//! The embedded default: `sluice run` with no configuration file archives to NDJSON under
-//! `<data-dir>/archive/`; `--loki-url` adds forwarding.
+//! The embedded default: `sluice run` with no configuration file archives to zstd-compressed
+//! NDJSON objects under `<data-dir>/archive/`, each sealed within 10 s (`max_object_age`) or at
+//! shutdown; `--loki-url` adds forwarding.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,7 +10,10 @@ use crate::support::receiver::{Receiver, now_ns};
 use crate::support::sluice::{Options, Sluice};
 use crate::support::{DELIVERY, ok_or_logs};
 
-fn ndjson_files(dir: &Path) -> Vec<PathBuf> {
+/// The embedded default's `max_object_age`.
+const MAX_OBJECT_AGE: Duration = Duration::from_secs(10);
+
+fn archive_objects(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -18,7 +22,7 @@ fn ndjson_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "ndjson") {
+            } else if p.to_string_lossy().ends_with(".ndjson.zst") {
                 out.push(p);
             }
         }
@@ -27,13 +31,17 @@ fn ndjson_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Every JSON object in the NDJSON files under `dir`.
+/// Every JSON object in the archive objects under `dir`. Objects appear whole (moved into
+/// place once sealed), so each must decompress completely into complete lines.
 fn records(dir: &Path) -> Vec<(PathBuf, serde_json::Value)> {
     let mut out = Vec::new();
-    for f in ndjson_files(dir) {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        // A file being written may end in a partial line; only complete lines count.
-        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+    for f in archive_objects(dir) {
+        let raw = std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let text =
+            zstd::decode_all(&raw[..]).unwrap_or_else(|e| panic!("{} is not whole zstd: {e}", f.display()));
+        let text = String::from_utf8(text).unwrap_or_else(|e| panic!("{} is not UTF-8: {e}", f.display()));
+        assert!(text.ends_with('\n'), "{} ends in a partial line", f.display());
+        for line in text.lines() {
             match serde_json::from_str(line) {
                 Ok(v) => out.push((f.clone(), v)),
                 Err(e) => panic!("{} has a line that is not JSON ({e}): {line}", f.display()),
@@ -43,7 +51,7 @@ fn records(dir: &Path) -> Vec<(PathBuf, serde_json::Value)> {
     out
 }
 
-/// Polls the archive (the file sink has no notification) until `n` records are there.
+/// Polls the archive until `n` records are there.
 async fn wait_for_records(
     dir: &Path,
     n: usize,
@@ -77,7 +85,7 @@ fn civil(days: i64) -> (i64, u32, u32) {
 
 #[tokio::test]
 async fn without_a_config_pushes_are_archived_as_ndjson() {
-    let sluice = Sluice::start_with(Options::default()).await;
+    let mut sluice = Sluice::start_with(Options::default()).await;
     let ts = now_ns();
     let req = one(
         r#"{app="archive", env="test"}"#,
@@ -86,9 +94,16 @@ async fn without_a_config_pushes_are_archived_as_ndjson() {
     let resp = sluice.push_proto(None, &req).await;
     assert_eq!(resp.status, 204, "{}\n{}", resp.body, sluice.logs());
     let archive = sluice.data_dir().join("archive");
-    let recs =
-        wait_for_records(&archive, 2, DELIVERY).await.unwrap_or_else(|e| panic!("{e}\n{}", sluice.logs()));
-    assert_eq!(recs.len(), 2, "{recs:?}");
+    // The object is still open (sealed 10 s after its first entry): nothing is visible yet.
+    assert!(records(&archive).is_empty(), "an open object is not in the archive yet");
+    // SIGTERM seals every open object and moves it into the archive before sluice exits.
+    let status =
+        sluice.terminate(Duration::from_secs(15)).await.unwrap_or_else(|e| panic!("{e}\n{}", sluice.logs()));
+    assert!(status.success(), "exit status {status}\n{}", sluice.logs());
+    let recs = records(&archive);
+    assert_eq!(recs.len(), 2, "{recs:?}\n{}", sluice.logs());
+    assert_eq!(archive_objects(&archive).len(), 1, "one stream in one hour: one object");
+    assert!(!archive.join(sluice::archive::store::CHECK_OBJECT).exists(), "the start check leaves nothing");
 
     let secs = ts.div_euclid(1_000_000_000);
     let (y, m, d) = civil(secs.div_euclid(86_400));
@@ -97,6 +112,10 @@ async fn without_a_config_pushes_are_archived_as_ndjson() {
     let rel = path.strip_prefix(&archive).expect("under archive").to_string_lossy().to_string();
     let want_dir = format!("tenant=fake/dt={y:04}-{m:02}-{d:02}/hour={hour:02}/");
     assert!(rel.starts_with(&want_dir), "layout: {rel} should start with {want_dir}");
+    let name = rel.strip_prefix(&want_dir).unwrap_or_default();
+    let name_ok = regex::Regex::new(r"^\d{13}-[0-9a-f]{8}-\d{6}\.ndjson\.zst$").expect("regex");
+    assert!(name_ok.is_match(name), "object name: {name}");
+    assert_eq!(first["tenant"], "fake", "the tenant is in the record: {first}");
     assert_eq!(
         first["ts"],
         serde_json::Value::from(ts.to_string()),
@@ -111,6 +130,10 @@ async fn without_a_config_pushes_are_archived_as_ndjson() {
     assert_eq!(first["structured_metadata"], serde_json::json!({"trace_id": "t-1"}));
     let (_, second) = recs.iter().find(|(_, v)| v["line"] == "second").expect("second line archived");
     assert_eq!(second["structured_metadata"], serde_json::json!({}));
+    let spool = sluice.data_dir().join("spool").join("local");
+    let left: Vec<PathBuf> =
+        std::fs::read_dir(&spool).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "the spool is empty after a clean shutdown: {left:?}");
 }
 
 #[tokio::test]
@@ -125,10 +148,15 @@ async fn loki_url_adds_forwarding_to_the_embedded_default() {
     assert_eq!(resp.status, 204, "{}", resp.body);
     ok_or_logs(loki.wait_for(1, DELIVERY).await, &sluice);
     assert_eq!(loki.lines("fwd"), vec!["to both"]);
-    let recs = wait_for_records(&sluice.data_dir().join("archive"), 1, DELIVERY)
+    // Without a shutdown, the object is sealed by the default's max_object_age.
+    let started = Instant::now();
+    let recs = wait_for_records(&sluice.data_dir().join("archive"), 1, MAX_OBJECT_AGE + DELIVERY)
         .await
         .unwrap_or_else(|e| panic!("the archive still gets it: {e}\n{}", sluice.logs()));
+    assert!(started.elapsed() < MAX_OBJECT_AGE + Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0].1["line"], "to both");
+    assert_eq!(recs[0].1["tenant"], "fwd");
     assert!(recs[0].0.to_string_lossy().contains("tenant=fwd"), "{:?}", recs[0].0);
 }
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod archive;
 mod builtins;
 mod clients;
 mod default_config;
@@ -13,6 +14,7 @@ mod metrics;
 mod plugin_cli;
 mod plugins;
 mod reload;
+mod replay;
 mod resilience;
 mod routing;
 mod shutdown;

@@ -165,7 +165,7 @@ fn plugin_test_writes_the_output_as_archive_ndjson_with_the_summary_on_stderr() 
     assert_eq!(records[1]["line"], r#"{"level":"info","msg":"a JSON log line is plain text"}"#);
     assert_eq!(
         records[2],
-        serde_json::json!({"ts": "1709251199123456789", "time": "2024-02-29T23:59:59.123456789Z",
+        serde_json::json!({"tenant": "fake", "ts": "1709251199123456789", "time": "2024-02-29T23:59:59.123456789Z",
             "labels": {"app": "api", "team": "core"},
             "structured_metadata": {"trace_id": "t9", "redacted_hash": hash(default_key, "archived hunter2")},
             "line": "archived [REDACTED]"})

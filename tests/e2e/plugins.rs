@@ -13,11 +13,11 @@ use crate::support::sluice::{Sluice, loki_config, validate};
 use crate::support::{DELIVERY, ok_or_logs};
 
 /// A sluice with one worker whose default route runs `plugin` with `on_error: policy`; failed
-/// batches of `dead_letter` go to the file sink `dead` under `dead_dir`.
+/// batches of `dead_letter` go to the archive sink `dead` (uncompressed) under `dead_dir`.
 async fn start(r: &Receiver, plugin_path: &Path, policy: &str, dead_dir: &Path) -> Sluice {
     let dead_letter = if policy == "dead_letter" { "\n        dead_letter: dead" } else { "" };
     let extra = format!(
-        r#"  dead: {{ type: file, path: "{dead}", batch_wait: 100ms }}
+        r#"  dead: {{ type: archive, url: "{dead}", compression: none, max_object_age: 100ms }}
 server: {{ workers: 1 }}
 pipelines:
   main:
@@ -135,7 +135,7 @@ fn validate_reports_plugin_problems_with_their_location() {
     std::fs::write(&not_wasm, b"this is not WebAssembly").expect("write");
     let config = format!(
         r#"sinks:
-  local: {{ type: file }}
+  local: {{ type: archive }}
 pipelines:
   main:
     stages:
@@ -171,7 +171,7 @@ fn validate_shows_the_plugin_s_own_message_when_init_rejects_its_config() {
     // `reject-config` (an SDK plugin) refuses any configuration without `ok: true`.
     let reject = plugin("reject-config");
     let config = format!(
-        "sinks:\n  local: {{ type: file }}\npipelines:\n  main:\n    stages:\n      - plugin: \"{}\"\n        config: {{ ok: false }}\n",
+        "sinks:\n  local: {{ type: archive }}\npipelines:\n  main:\n    stages:\n      - plugin: \"{}\"\n        config: {{ ok: false }}\n",
         reject.display()
     );
     let (out, _dir) = validate(&config);

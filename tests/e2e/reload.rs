@@ -125,7 +125,7 @@ async fn a_failed_reload_keeps_the_running_configuration() {
         (
             config(&r, &filter, "v2", "", "watch: false").replacen(
                 "sinks:\n",
-                "sinks:\n  extra: { type: file }\n",
+                "sinks:\n  extra: { type: archive }\n",
                 1,
             ),
             "`sinks` changed",

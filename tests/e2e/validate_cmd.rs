@@ -55,7 +55,7 @@ tenants:
       limits: { max_line_size: 1KB }
 sinks:
   loki: { type: loki, url: "http://127.0.0.1:3100", batch_wait: 250ms }
-  local: { type: file }
+  local: { type: archive }
 routes:
   - selector: '{app=~"api-.*", env!="dev"}'
     sinks: [loki]

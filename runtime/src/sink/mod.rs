@@ -3,7 +3,7 @@
 //! batches per tenant by size and age with [`Batcher`], delivers, and on shutdown (its channel
 //! closed) flushes everything it holds before it returns.
 
-pub mod file;
+pub mod archive;
 pub mod loki;
 
 use std::collections::HashMap;
@@ -36,11 +36,16 @@ pub enum SinkError {
     Start { name: String, message: String },
 }
 
+/// When shutdown must be over; set once it begins. A sink whose work survives a restart (the
+/// archive's spool) stops waiting shortly before it instead of holding the exit.
+pub type ShutdownDeadline = Arc<std::sync::OnceLock<Instant>>;
+
 /// Starts the sink `name`; it runs until every sender is dropped and it has flushed.
-pub fn spawn(
+pub async fn spawn(
     name: &str,
     config: &SinkConfig,
     data_dir: &Path,
+    shutdown: &ShutdownDeadline,
 ) -> Result<(SinkSender, JoinHandle<()>), SinkError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let start_err = |message: String| SinkError::Start { name: name.to_string(), message };
@@ -49,9 +54,10 @@ pub fn spawn(
             let sink = loki::LokiSink::new(name, c).map_err(start_err)?;
             tokio::spawn(sink.run(rx))
         }
-        SinkConfig::File(c) => {
-            let dir = c.path.clone().unwrap_or_else(|| data_dir.join("archive"));
-            let sink = file::FileSink::new(name, dir, c).map_err(start_err)?;
+        SinkConfig::Archive(c) => {
+            let sink = archive::ArchiveSink::start(name, c, data_dir, Arc::clone(shutdown))
+                .await
+                .map_err(start_err)?;
             tokio::spawn(sink.run(rx))
         }
     };
@@ -82,6 +88,14 @@ impl Pending {
             started: now,
             index: HashMap::new(),
         }
+    }
+
+    /// A batch built elsewhere (by `sluice replay`), holding no budget charges.
+    pub fn from_batch(batch: Batch) -> Self {
+        let entries = batch.entry_count();
+        let bytes =
+            batch.streams.iter().flat_map(|s| &s.entries).map(|e| e.line.len() + e.metadata_size()).sum();
+        Self { batch, bytes, entries, charges: Vec::new(), started: Instant::now(), index: HashMap::new() }
     }
 
     fn add(&mut self, labels: &LabelSet, entry: Entry) {

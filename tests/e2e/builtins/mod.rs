@@ -31,7 +31,7 @@ fn validate_shows_each_builtin_s_rejection_of_a_mistyped_key_at_its_stage() {
         .map(|name| format!("      - plugin: {name}\n        config: {{ definitely_not_an_option: 1 }}\n"))
         .collect();
     let (out, _dir) = validate(&format!(
-        "sinks: {{ local: {{ type: file }} }}\npipelines:\n  main:\n    stages:\n{stages}default_route: {{ sinks: [local], pipeline: main }}\n"
+        "sinks: {{ local: {{ type: archive }} }}\npipelines:\n  main:\n    stages:\n{stages}default_route: {{ sinks: [local], pipeline: main }}\n"
     ));
     assert_ne!(out.code, Some(0), "{out:?}");
     let text = format!("{}{}", out.stderr, out.stdout);
@@ -46,7 +46,7 @@ fn validate_shows_each_builtin_s_rejection_of_a_mistyped_key_at_its_stage() {
 #[test]
 fn validate_refuses_an_unknown_builtin_and_native_runs_of_files() {
     let (out, _dir) = validate(
-        r#"sinks: { local: { type: file } }
+        r#"sinks: { local: { type: archive } }
 pipelines:
   main:
     stages:

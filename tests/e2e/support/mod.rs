@@ -1,9 +1,10 @@
 //! The harness: a faithful test Loki ([`receiver`]), the real sluice binary ([`sluice`]), push
-//! helpers ([`push`]), and the test plugins ([`plugins`]).
+//! helpers ([`push`]), the test plugins ([`plugins`]), and an S3 server ([`s3`]).
 
 pub mod plugins;
 pub mod push;
 pub mod receiver;
+pub mod s3;
 pub mod sluice;
 
 use std::time::Duration;

@@ -50,7 +50,7 @@ fn build() -> Result<PathBuf, String> {
     Ok(target_dir.join(TARGET).join("release"))
 }
 
-/// Every `line` in the NDJSON files under `dir` (what a file sink wrote), sorted.
+/// Every `line` in the NDJSON files under `dir` (what an archive sink with `compression: none` wrote), sorted.
 pub fn ndjson_lines(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -34,6 +34,8 @@ pub struct Sluice {
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
     pub client: reqwest::Client,
+    /// `--data-dir`, when not `data/` in `dir`.
+    data_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Sluice {
@@ -56,6 +58,12 @@ impl Sluice {
     /// Starts sluice and waits until it is ready; retries on another port if the one picked
     /// was taken in between.
     pub async fn start_with(options: Options) -> Self {
+        Self::start_on(options, None).await
+    }
+
+    /// Like [`Sluice::start_with`], with `--data-dir data_dir` (instead of `data/` in the
+    /// instance's temp dir) when given: for a test that starts sluice again on the same data.
+    pub async fn start_on(options: Options, data_dir: Option<PathBuf>) -> Self {
         let mut dir = tempfile::Builder::new().prefix("sluice-e2e-").tempdir().expect("temp dir");
         let mut last = String::new();
         for _attempt in 0..3 {
@@ -70,7 +78,7 @@ impl Sluice {
             cmd.arg("--listen")
                 .arg(addr.to_string())
                 .arg("--data-dir")
-                .arg(dir.path().join("data"))
+                .arg(data_dir.clone().unwrap_or_else(|| dir.path().join("data")))
                 .arg("--log-format")
                 .arg("json")
                 .args(&options.args)
@@ -85,7 +93,7 @@ impl Sluice {
                 .no_proxy()
                 .build()
                 .expect("client");
-            let mut s = Self { child: Some(child), addr, dir, client };
+            let mut s = Self { child: Some(child), addr, dir, client, data_dir: data_dir.clone() };
             match s.wait_ready().await {
                 Ok(()) => return s,
                 Err(e) => {
@@ -148,7 +156,7 @@ impl Sluice {
 
     /// `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data_dir.clone().unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// Its stdout and stderr so far.
@@ -244,7 +252,9 @@ pub fn run_to_end(args: &[&str], cwd: &Path) -> Output {
         .stderr(fs::File::create(cwd.join("cmd.stderr")).expect("stderr file"))
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Generous: `validate` of every built-in compiles nine plugins, slow in a debug build on a
+    // loaded 2-core machine.
+    let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
         match child.try_wait().expect("wait") {
             Some(s) => break Some(s),

@@ -8,11 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::archive;
 use crate::config::Limits;
 use crate::decode::{self, BodyFormat};
-use crate::model::{Batch, Entry, LabelSet, Pair, Stream};
+use crate::model::{Batch, Entry, LabelSet, Stream};
 
 /// The labels of plain-text lines.
 pub const PLAIN_TEXT_LABELS: (&str, &str) = ("source", "plugin-test");
@@ -86,14 +87,8 @@ fn is_push_body(bytes: &[u8]) -> bool {
 /// An archive-shaped record (a JSON object with a string `line`), or `None` for plain text —
 /// including JSON log lines, which have no `line` key.
 fn record(raw: &str) -> Result<Option<(LabelSet, Entry)>, String> {
-    if !raw.trim_start().starts_with('{') {
-        return Ok(None);
-    }
-    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(raw) else { return Ok(None) };
-    let Some(line) = object.get("line") else { return Ok(None) };
-    let line = line.as_str().ok_or("`line` must be a string")?.to_string();
-    let timestamp_ns = timestamp(&object)?;
-    let mut labels = pairs(&object, "labels")?;
+    let Some(record) = archive::record::parse(raw)? else { return Ok(None) };
+    let mut labels = record.labels;
     if labels.is_empty() {
         let (name, value) = PLAIN_TEXT_LABELS;
         labels.push((name.into(), value.into()));
@@ -101,39 +96,7 @@ fn record(raw: &str) -> Result<Option<(LabelSet, Entry)>, String> {
     if let Some((name, _)) = labels.iter().find(|(n, _)| !decode::is_valid_label_name(n)) {
         return Err(format!("label name `{name}` is not valid ([a-zA-Z_][a-zA-Z0-9_]*)"));
     }
-    let metadata = pairs(&object, "structured_metadata")?;
-    Ok(Some((LabelSet::new(labels), Entry { timestamp_ns, line, metadata })))
-}
-
-/// `ts` (nanoseconds, a string or an integer), else `time` (RFC 3339); one of them is required.
-fn timestamp(object: &Map<String, Value>) -> Result<i64, String> {
-    match object.get("ts") {
-        Some(Value::String(s)) => return s.parse().map_err(|_| format!("`ts` is not nanoseconds: {s:?}")),
-        Some(Value::Number(n)) => return n.as_i64().ok_or_else(|| format!("`ts` is not nanoseconds: {n}")),
-        Some(other) => return Err(format!("`ts` must be a string of nanoseconds, got {other}")),
-        None => {}
-    }
-    let Some(time) = object.get("time") else { return Err("a record needs `ts` or `time`".into()) };
-    let time = time.as_str().ok_or("`time` must be an RFC 3339 string")?;
-    let t = humantime::parse_rfc3339(time).map_err(|e| format!("`time` {time:?}: {e}"))?;
-    let ns =
-        t.duration_since(std::time::UNIX_EPOCH).map_err(|_| format!("`time` {time:?} is before 1970"))?;
-    i64::try_from(ns.as_nanos()).map_err(|_| format!("`time` {time:?} is too far in the future"))
-}
-
-/// An optional object of strings.
-fn pairs(object: &Map<String, Value>, key: &str) -> Result<Vec<Pair>, String> {
-    match object.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(format!("`{key}.{k}` must be a string, got {other}")),
-            })
-            .collect(),
-        Some(other) => Err(format!("`{key}` must be an object of strings, got {other}")),
-    }
+    Ok(Some((LabelSet::new(labels), record.entry)))
 }
 
 /// `batch` cut into batches of at most `max` entries, in order; streams are split where a cut
@@ -250,7 +213,7 @@ mod tests {
     fn a_broken_record_names_its_line() {
         for (text, expected) in [
             ("ok\n{\"ts\":\"x\",\"line\":\"l\"}\n", "input line 2: `ts` is not nanoseconds"),
-            ("{\"line\":\"l\"}", "input line 1: a record needs `ts` or `time`"),
+            ("{\"line\":\"l\"}", "input line 1: a record needs `ts`, `time` or `timestamp`"),
             ("{\"ts\":\"1\",\"labels\":{\"a\":1},\"line\":\"l\"}", "`labels.a` must be a string"),
             ("{\"ts\":\"1\",\"labels\":{\"a-b\":\"x\"},\"line\":\"l\"}", "label name `a-b` is not valid"),
             ("{\"ts\":\"1\",\"line\":3}", "`line` must be a string"),

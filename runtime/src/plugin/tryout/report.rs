@@ -11,7 +11,8 @@
 //!
 //! Lines are JSON strings; metadata is shown when there is some. A changed entry shows what
 //! it was, then each field the plugin set. As NDJSON, the entries that come out of the plugin,
-//! one archive record each (`ts`, `time`, `labels`, `structured_metadata`, `line`), in the order
+//! one archive record each (`tenant`, `ts`, `time`, `labels`, `structured_metadata`,
+//! `line`), in the order
 //! the service would hand them to its sinks.
 
 use std::fmt::{self, Write as _};
@@ -21,8 +22,8 @@ use std::time::Duration;
 use sluice_sdk::format::Pairs;
 use sluice_sdk::format::response::{Response, Verdict};
 
+use crate::archive::record;
 use crate::model::{Batch, LabelSet, Pair};
-use crate::sink::file::{record, rfc3339};
 
 /// How the result is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -155,13 +156,14 @@ impl<'w> Report<'w> {
             }
         }
         if self.format == OutputFormat::Ndjson {
+            let mut out = Vec::new();
             for stream in &after.streams {
+                let labels = record::labels_json(&stream.labels);
                 for entry in &stream.entries {
-                    let record = record(&stream.labels, entry, rfc3339(entry.timestamp_ns));
-                    serde_json::to_writer(&mut *self.out, &record)?;
-                    self.out.write_all(b"\n")?;
+                    record::write(&mut out, &after.tenant, &labels, entry);
                 }
             }
+            self.out.write_all(&out)?;
         }
         Ok(())
     }
@@ -291,7 +293,7 @@ mod tests {
         assert_eq!(lines, ["keep \"me\"", "summary", "changed\nme"]);
         assert_eq!(
             records[0],
-            serde_json::json!({"ts": "1", "time": "1970-01-01T00:00:00.000000001Z", "labels": {"app": "api"},
+            serde_json::json!({"tenant": "t", "ts": "1", "time": "1970-01-01T00:00:00.000000001Z", "labels": {"app": "api"},
                 "structured_metadata": {"trace_id": "t1"}, "line": "keep \"me\""})
         );
         assert_eq!(records[2]["labels"], serde_json::json!({"app": "api", "team": "x"}));

@@ -43,6 +43,9 @@ pub struct Context {
     /// Overrides the batch's tenant in `X-Scope-OrgID`.
     pub tenant: Option<HeaderValue>,
     pub retry: RetryConfig,
+    /// Log a batch's drops at warn. `sluice replay` turns it off: it reports drops itself, once,
+    /// in its summary, rather than once per batch.
+    pub log_drops: bool,
 }
 
 /// What became of one batch.
@@ -119,7 +122,7 @@ pub async fn deliver(ctx: &Context, encoder: &mut Encoder, pending: Pending) -> 
         metrics::counter!("sluice_sink_dropped_entries_total", "sink" => Arc::clone(&ctx.name), "reason" => reason.clone())
             .increment(*n as u64);
     }
-    if !outcome.dropped.is_empty() {
+    if ctx.log_drops && !outcome.dropped.is_empty() {
         let reasons: Vec<String> = outcome.dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();
         tracing::warn!(
             sink = %ctx.name,

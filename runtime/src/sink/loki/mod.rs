@@ -38,9 +38,9 @@
 //! `sluice_sink_request_duration_seconds`, `sluice_sink_inflight_requests`. Nothing is logged
 //! per entry above debug; drops are logged once per batch.
 
-mod deliver;
+pub(crate) mod deliver;
 pub mod encode;
-mod retry;
+pub(crate) mod retry;
 
 #[cfg(test)]
 mod tests;
@@ -70,41 +70,7 @@ pub struct LokiSink {
 impl LokiSink {
     /// Checks the configuration and builds the HTTP client; sends nothing yet.
     pub fn new(name: &str, config: &LokiSinkConfig) -> Result<Self, String> {
-        let url = config.push_url()?;
-        let url = reqwest::Url::parse(&url).map_err(|e| format!("url `{url}`: {e}"))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
-        for (key, value) in &config.headers {
-            let key = HeaderName::from_bytes(key.as_bytes())
-                .map_err(|_| format!("headers: `{key}` is not a valid HTTP header name"))?;
-            if key.as_str() == "x-scope-orgid" {
-                return Err("headers: set the tenant with `tenant`, not an X-Scope-OrgID header".into());
-            }
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| format!("headers.{key}: the value is not a valid HTTP header value"))?;
-            headers.insert(key, value);
-        }
-        if let Some(auth) = &config.auth {
-            headers.insert(http::header::AUTHORIZATION, authorization(auth)?);
-        }
-        let tenant = match &config.tenant {
-            Some(t) if t.is_empty() => return Err("tenant: must not be empty".into()),
-            Some(t) => Some(
-                HeaderValue::from_str(t).map_err(|_| format!("tenant `{t}` is not a valid header value"))?,
-            ),
-            None => None,
-        };
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .default_headers(headers)
-            .timeout(config.timeout)
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let mut retry = config.retry.clone();
-        retry.min_backoff = retry.min_backoff.min(retry.max_backoff);
-        let ctx = Context { name: Arc::from(name), client, url, tenant, retry };
+        let ctx = context(name, config)?;
         let max_bytes = usize::try_from(config.batch_size.as_u64()).unwrap_or(usize::MAX);
         Ok(Self {
             ctx: Arc::new(ctx),
@@ -153,6 +119,47 @@ impl LokiSink {
         }
         tracing::debug!(sink = %self.ctx.name, "Loki sink flushed and stopped");
     }
+}
+
+/// Checks `config` and builds what deliveries need: the push URL, the HTTP client with its
+/// static headers, the tenant override and the retry policy. Shared by the sink and by
+/// `sluice replay`, so both talk to Loki the same way.
+pub(crate) fn context(name: &str, config: &LokiSinkConfig) -> Result<Context, String> {
+    let url = config.push_url()?;
+    let url = reqwest::Url::parse(&url).map_err(|e| format!("url `{url}`: {e}"))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+    for (key, value) in &config.headers {
+        let key = HeaderName::from_bytes(key.as_bytes())
+            .map_err(|_| format!("headers: `{key}` is not a valid HTTP header name"))?;
+        if key.as_str() == "x-scope-orgid" {
+            return Err("headers: set the tenant with `tenant`, not an X-Scope-OrgID header".into());
+        }
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("headers.{key}: the value is not a valid HTTP header value"))?;
+        headers.insert(key, value);
+    }
+    if let Some(auth) = &config.auth {
+        headers.insert(http::header::AUTHORIZATION, authorization(auth)?);
+    }
+    let tenant = match &config.tenant {
+        Some(t) if t.is_empty() => return Err("tenant: must not be empty".into()),
+        Some(t) => {
+            Some(HeaderValue::from_str(t).map_err(|_| format!("tenant `{t}` is not a valid header value"))?)
+        }
+        None => None,
+    };
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .default_headers(headers)
+        .timeout(config.timeout)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let mut retry = config.retry.clone();
+    retry.min_backoff = retry.min_backoff.min(retry.max_backoff);
+    Ok(Context { name: Arc::from(name), client, url, tenant, retry, log_drops: true })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
