@@ -172,7 +172,8 @@ impl ArchiveSink {
 
     /// Runs `op` on the spool on a blocking thread, hands what it sealed to the uploader, and
     /// returns the bytes still in open objects. A failing disk is retried with backoff (the
-    /// input, and its charge, are held meanwhile).
+    /// input, and its charge, are held meanwhile); a write that failed halfway is retried
+    /// whole, so the entries it had written are archived twice: at least once, never lost.
     async fn with_spool<F>(&mut self, op: F) -> u64
     where
         F: Fn(&mut Spool, Instant) -> std::io::Result<Vec<Sealed>> + Send + Clone + 'static,

@@ -187,6 +187,8 @@ pub struct Spool {
     instance: u32,
     sequence: u64,
     scratch: Vec<u8>,
+    /// Sealed but not yet handed out: a call that fails halfway returns them with the next.
+    ready: Vec<Sealed>,
 }
 
 impl Spool {
@@ -201,6 +203,7 @@ impl Spool {
             instance: fastrand::u32(..),
             sequence: 0,
             scratch: Vec::new(),
+            ready: Vec::new(),
         };
         Ok((spool, leftovers))
     }
@@ -223,7 +226,6 @@ impl Spool {
     /// Appends the batch's entries to their objects; returns the objects it sealed (full, or
     /// closed to stay within `max_open`).
     pub fn write(&mut self, batch: &Batch, now: Instant) -> io::Result<Vec<Sealed>> {
-        let mut sealed = Vec::new();
         // Entries of one stream and hour go to the same object: group them, render the key
         // once per group, write them in one call to the compressor.
         let mut groups: Vec<(Hour, Vec<usize>)> = Vec::new();
@@ -241,7 +243,7 @@ impl Spool {
                 let prefix = self.config.template.render(&batch.tenant, &stream.labels, *hour);
                 if !self.open.contains_key(&prefix) {
                     if self.open.len() >= self.config.max_open {
-                        sealed.extend(self.seal_oldest()?);
+                        self.seal_oldest()?;
                     }
                     let object = self.create(&prefix, now)?;
                     self.open.insert(prefix.clone(), object);
@@ -251,11 +253,11 @@ impl Spool {
                 object.encoder.append(&batch.tenant, &stream.labels, &labels, entries, &mut self.scratch)?;
                 object.entries += indices.len() as u64;
                 if object.encoder.written() >= self.config.max_object_size {
-                    sealed.extend(self.seal(&prefix)?);
+                    self.seal(&prefix)?;
                 }
             }
         }
-        Ok(sealed)
+        Ok(std::mem::take(&mut self.ready))
     }
 
     /// Seals the objects older than `max_object_age` at `now`.
@@ -266,28 +268,26 @@ impl Spool {
             .filter(|(_, o)| now.duration_since(o.opened) >= self.config.max_object_age)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut sealed = Vec::new();
         for prefix in due {
-            sealed.extend(self.seal(&prefix)?);
+            self.seal(&prefix)?;
         }
-        Ok(sealed)
+        Ok(std::mem::take(&mut self.ready))
     }
 
     /// Seals every open object (at shutdown).
     pub fn seal_all(&mut self) -> io::Result<Vec<Sealed>> {
         let all: Vec<String> = self.open.keys().cloned().collect();
-        let mut sealed = Vec::new();
         for prefix in all {
-            sealed.extend(self.seal(&prefix)?);
+            self.seal(&prefix)?;
         }
-        Ok(sealed)
+        Ok(std::mem::take(&mut self.ready))
     }
 
-    fn seal_oldest(&mut self) -> io::Result<Option<Sealed>> {
+    fn seal_oldest(&mut self) -> io::Result<()> {
         let oldest = self.open.iter().min_by_key(|(_, o)| o.opened).map(|(k, _)| k.clone());
         match oldest {
             Some(prefix) => self.seal(&prefix),
-            None => Ok(None),
+            None => Ok(()),
         }
     }
 
@@ -305,19 +305,21 @@ impl Spool {
         Ok(OpenObject { id, key, encoder, opened: now, entries: 0 })
     }
 
-    fn seal(&mut self, prefix: &str) -> io::Result<Option<Sealed>> {
-        let Some(object) = self.open.remove(prefix) else { return Ok(None) };
+    /// Seals the object of `prefix` into `ready`.
+    fn seal(&mut self, prefix: &str) -> io::Result<()> {
+        let Some(object) = self.open.remove(prefix) else { return Ok(()) };
         let bytes = object.encoder.finish()?;
         let dir = &self.config.dir;
         let data = dir.join(format!("{}.ready", object.id));
         fs::rename(dir.join(format!("{}.open", object.id)), &data)?;
-        Ok(Some(Sealed {
+        self.ready.push(Sealed {
             data,
             key_file: dir.join(format!("{}.key", object.id)),
             key: object.key,
             bytes,
             entries: object.entries,
-        }))
+        });
+        Ok(())
     }
 }
 
