@@ -11,8 +11,10 @@
 //! - `server.max_body_size: 64MiB` goes into the existing `server:` block and the generous
 //!   queue of `passthrough` (2,000,000 entries / 2 GiB) is added as a top-level `queue:`;
 //! - `chain-fanout` adds a second sink, `archive`, to `sinks:` and to the `default_route`'s
-//!   sinks: the archive sink with its defaults, on a directory under the data dir. BENCHMARK.md
-//!   wants it on S3; the driver does not start an S3 store yet, and says so in the row's status.
+//!   sinks, after the stages like `loki`: the archive sink on `s3://bench-archive/fanout` of a
+//!   real S3-compatible store ([`ArchiveTarget`]: the driver starts SeaweedFS, [`crate::s3`]),
+//!   its endpoint and static credentials in the sink's `s3:` block, everything else at its
+//!   defaults (zstd NDJSON, 64 MiB / 5 min objects, the spool under the data dir).
 //!
 //! `server.listen` and `data_dir` stay as the file has them: the driver overrides both with
 //! `--listen` and `--data-dir` (see [`crate::server::SluiceProcess::start`]).
@@ -21,7 +23,7 @@
 //! before starting sluice, so a change of the reference file that the substitutions no longer
 //! match fails the row instead of silently measuring something else.
 
-use sluice::config::{Config, RunMode, SinkConfig};
+use sluice::config::{ArchiveFormat, Compression, Config, RunMode, S3Config, SinkConfig};
 
 use crate::workload::{EntryTruth, Format, Level};
 
@@ -37,8 +39,46 @@ pub const STAGES: [&str; 5] = ["parse-json", "parse-logfmt", "redact", "relabel"
 /// Name of the fan-out's second sink.
 pub const ARCHIVE_SINK: &str = "archive";
 
-/// What the fan-out's archive really is, for statuses and notes.
-pub const FANOUT_ARCHIVE_NOTE: &str = "archive: local directory, not S3";
+/// The bucket the driver creates for the fan-out's archive.
+pub const ARCHIVE_BUCKET: &str = "bench-archive";
+
+/// The fan-out's archive prefix in [`ARCHIVE_BUCKET`].
+pub const ARCHIVE_PREFIX: &str = "fanout";
+
+/// Where `chain-fanout`'s archive sink writes: `url` (`s3://bucket/prefix`) on the S3-compatible
+/// store of `s3`, whose set fields (endpoint, region, path style, static credentials) go into
+/// the sink's `s3:` block, so sluice needs no `AWS_*` variables.
+#[derive(Debug, Clone)]
+pub struct ArchiveTarget {
+    pub url: String,
+    pub s3: S3Config,
+}
+
+impl ArchiveTarget {
+    /// The sink's settings below `type: archive`, as YAML lines at 4 spaces.
+    fn sink_yaml(&self) -> String {
+        let S3Config { endpoint, region, path_style, access_key_id, secret_access_key, session_token } =
+            &self.s3;
+        let fields: Vec<String> = [
+            ("endpoint", endpoint),
+            ("region", region),
+            ("access_key_id", access_key_id),
+            ("secret_access_key", secret_access_key),
+            ("session_token", session_token),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_deref().map(|v| format!("{key}: {}", scalar(v))))
+        .chain(path_style.map(|p| format!("path_style: {p}")))
+        .collect();
+        format!("    url: {}\n    s3: {{ {} }}\n", scalar(&self.url), fields.join(", "))
+    }
+}
+
+/// `value` as a double-quoted YAML scalar (a JSON string is one), with `$` written `$$`
+/// because sluice substitutes `${…}` in its configuration.
+fn scalar(value: &str) -> String {
+    serde_json::to_string(&value.replace('$', "$$")).unwrap_or_default()
+}
 
 /// Entries the sluice queue may hold in every configuration (429s must not dominate: a max-rate
 /// phase keeps 8 pushes of ~1,000 entries in flight, plus what the sinks still hold).
@@ -63,24 +103,27 @@ pub fn keeps(truth: &EntryTruth) -> bool {
 }
 
 /// The sluice configuration `name` (one of [`crate::driver::KNOWN_CONFIGS`]) with its Loki sink
-/// at `loki_url`; `None` for an unknown name.
-pub fn config_yaml(name: &str, loki_url: &str) -> Option<String> {
-    // sluice substitutes `${…}` in the file, so a `$` of the URL must be written `$$`.
-    let url = format!("\"{}\"", loki_url.replace('$', "$$"));
+/// at `loki_url` and, for `chain-fanout` (which needs one; the others ignore it), its archive
+/// sink at `archive`. An error for an unknown name or a fan-out without archive.
+pub fn config_yaml(name: &str, loki_url: &str, archive: Option<&ArchiveTarget>) -> Result<String, String> {
+    let url = scalar(loki_url);
     match name {
-        "passthrough" => Some(format!(
+        "passthrough" => Ok(format!(
             "server:\n  max_body_size: 64MiB\n{QUEUE}sinks:\n  loki:\n    type: loki\n    url: {url}\n"
         )),
-        "chain-wasm" => Some(chain(RunMode::Wasm, &url, false)),
-        "chain-native" => Some(chain(RunMode::Native, &url, false)),
-        "chain-fanout" => Some(chain(RunMode::Wasm, &url, true)),
-        _ => None,
+        "chain-wasm" => Ok(chain(RunMode::Wasm, &url, None)),
+        "chain-native" => Ok(chain(RunMode::Native, &url, None)),
+        "chain-fanout" => match archive {
+            Some(archive) => Ok(chain(RunMode::Wasm, &url, Some(archive))),
+            None => Err("chain-fanout needs an archive target".into()),
+        },
+        _ => Err(format!("unknown configuration {name:?}")),
     }
 }
 
 /// [`REFERENCE_CHAIN`] with its stages run as `run`, Loki at `url` (a YAML scalar), the
-/// driver's server and queue settings, and with `fanout` the archive sink.
-fn chain(run: RunMode, url: &str, fanout: bool) -> String {
+/// driver's server and queue settings, and the archive sink at `archive` if there is one.
+fn chain(run: RunMode, url: &str, archive: Option<&ArchiveTarget>) -> String {
     let run = match run {
         RunMode::Wasm => "wasm",
         RunMode::Native => "native",
@@ -88,12 +131,13 @@ fn chain(run: RunMode, url: &str, fanout: bool) -> String {
     let mut yaml = format!(
         "# Generated by sluice-benches (chain.rs) from deploy/examples/reference-chain.yaml: stages run \
          `{run}`{}.\n{}",
-        if fanout { ", archive sink beside Loki" } else { "" },
+        if archive.is_some() { ", S3 archive sink beside Loki" } else { "" },
         REFERENCE_CHAIN.replace(RUN_PLACEHOLDER, run).replace(LOKI_URL_PLACEHOLDER, url)
     );
     yaml = insert_after_line(&yaml, "server:", "  max_body_size: 64MiB\n");
-    if fanout {
-        yaml = insert_after_line(&yaml, "sinks:", &format!("  {ARCHIVE_SINK}:\n    type: archive\n"));
+    if let Some(archive) = archive {
+        let sink = format!("  {ARCHIVE_SINK}:\n    type: archive\n{}", archive.sink_yaml());
+        yaml = insert_after_line(&yaml, "sinks:", &sink);
         yaml = yaml.replacen("  sinks: [loki]\n", &format!("  sinks: [loki, {ARCHIVE_SINK}]\n"), 1);
     }
     if !yaml.ends_with('\n') {
@@ -121,11 +165,17 @@ fn insert_after_line(text: &str, line: &str, insert: &str) -> String {
     out
 }
 
-/// Checks that `config` (parsed from [`config_yaml`]`(name, loki_url)`) is what `name` promises:
-/// the queue and body limit, the sinks (Loki at `loki_url`, and for the fan-out the archive),
-/// and for the chains the five stages of the reference chain in order, each run as the name
-/// says, on the default route.
-pub fn check(name: &str, config: &Config, loki_url: &str) -> Result<(), String> {
+/// Checks that `config` (parsed from [`config_yaml`]`(name, loki_url, archive)`) is what `name`
+/// promises: the queue and body limit, the sinks (Loki at `loki_url`, and for the fan-out the
+/// archive sink at `archive`'s `s3://` URL and endpoint, writing zstd NDJSON, which is what the
+/// driver counts), and for the chains the five stages of the reference chain in order, each run
+/// as the name says, on the default route.
+pub fn check(
+    name: &str,
+    config: &Config,
+    loki_url: &str,
+    archive: Option<&ArchiveTarget>,
+) -> Result<(), String> {
     if config.queue.max_entries != QUEUE_MAX_ENTRIES || config.queue.max_bytes.as_u64() != QUEUE_MAX_BYTES {
         return Err(format!("queue is {:?}, not 2000000 entries / 2GiB", config.queue));
     }
@@ -144,8 +194,24 @@ pub fn check(name: &str, config: &Config, loki_url: &str) -> Result<(), String> 
     if sinks != sorted {
         return Err(format!("sinks are {sinks:?}, not {want_sinks:?}"));
     }
-    if fanout && !matches!(config.sinks.get(ARCHIVE_SINK), Some(SinkConfig::Archive(_))) {
-        return Err(format!("sink `{ARCHIVE_SINK}` is not an archive sink"));
+    if fanout {
+        let Some(want) = archive else { return Err("chain-fanout needs an archive target".into()) };
+        let Some(SinkConfig::Archive(sink)) = config.sinks.get(ARCHIVE_SINK) else {
+            return Err(format!("sink `{ARCHIVE_SINK}` is not an archive sink"));
+        };
+        let url = sink.url.as_deref().unwrap_or_default();
+        if !url.starts_with("s3://") || url != want.url || sink.s3.endpoint != want.s3.endpoint {
+            return Err(format!(
+                "sink `{ARCHIVE_SINK}` writes to {url:?} at {:?}, not to {} at {:?}",
+                sink.s3.endpoint, want.url, want.s3.endpoint
+            ));
+        }
+        if sink.format != ArchiveFormat::Ndjson || sink.compression != Compression::Zstd {
+            return Err(format!(
+                "sink `{ARCHIVE_SINK}` writes {:?} with {:?}, not zstd NDJSON",
+                sink.format, sink.compression
+            ));
+        }
     }
     let run = match name {
         "passthrough" => {
@@ -189,38 +255,72 @@ mod tests {
     use crate::driver::KNOWN_CONFIGS;
     use crate::workload::{GenConfig, Generator};
 
+    /// An archive target as the driver makes it (with a `$` in the secret).
+    fn archive() -> ArchiveTarget {
+        ArchiveTarget {
+            url: format!("s3://{ARCHIVE_BUCKET}/{ARCHIVE_PREFIX}"),
+            s3: S3Config {
+                endpoint: Some("http://127.0.0.1:9".into()),
+                region: Some("us-east-1".into()),
+                path_style: Some(true),
+                access_key_id: Some("key".into()),
+                secret_access_key: Some("se$cret".into()),
+                session_token: None,
+            },
+        }
+    }
+
     #[test]
     fn every_config_parses_and_is_what_its_name_says() {
         let url = "http://127.0.0.1:9";
+        let archive = archive();
         for name in KNOWN_CONFIGS {
-            let yaml = config_yaml(name, url).expect("a known config");
+            let yaml = config_yaml(name, url, Some(&archive)).expect("a known config");
             let config = Config::parse(&yaml, |_| None).unwrap_or_else(|e| panic!("{name}: {e}\n{yaml}"));
-            check(name, &config, url).unwrap_or_else(|e| panic!("{name}: {e}\n{yaml}"));
+            check(name, &config, url, Some(&archive)).unwrap_or_else(|e| panic!("{name}: {e}\n{yaml}"));
             assert!(!yaml.contains("${SLUICE_PLUGIN_RUN") && !yaml.contains("${LOKI_URL"), "{name}:\n{yaml}");
         }
-        assert!(config_yaml("chain-s3", url).is_none());
+        assert!(config_yaml("chain-s3", url, Some(&archive)).is_err());
+        assert!(config_yaml("chain-fanout", url, None).is_err());
+        assert_eq!(config_yaml("chain-wasm", url, None), config_yaml("chain-wasm", url, Some(&archive)));
 
-        let parse = |name| Config::parse(&config_yaml(name, url).expect("known"), |_| None).expect("parses");
+        let parse = |name| {
+            Config::parse(&config_yaml(name, url, Some(&archive)).expect("known"), |_| None).expect("parses")
+        };
         let native = parse("chain-native");
         assert!(native.pipelines["reference"].stages.iter().all(|s| s.run == RunMode::Native));
         let fanout = parse("chain-fanout");
-        assert_eq!(fanout.default_route.expect("route").sinks, ["loki", "archive"]);
-        assert!(matches!(fanout.sinks["archive"], SinkConfig::Archive(_)));
+        assert_eq!(fanout.default_route.as_ref().expect("route").sinks, ["loki", "archive"]);
+        let SinkConfig::Archive(sink) = &fanout.sinks["archive"] else { panic!("not an archive sink") };
+        assert_eq!(sink.url.as_deref(), Some("s3://bench-archive/fanout"));
+        assert_eq!(sink.s3.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(sink.s3.access_key_id.as_deref(), Some("key"));
+        assert_eq!(sink.s3.secret_access_key.as_deref(), Some("se$cret"));
+        assert_eq!(sink.s3.path_style, Some(true));
+        assert_eq!(sink.max_object_age, std::time::Duration::from_secs(300));
         let wasm = parse("chain-wasm");
         assert_eq!(wasm.pipelines["reference"].stages.len(), 5);
         assert!(wasm.pipelines["reference"].stages.iter().all(|s| s.run == RunMode::Wasm));
         // The checks catch a config that is not what it is called.
-        assert!(check("chain-native", &wasm, url).is_err());
-        assert!(check("chain-fanout", &wasm, url).is_err());
-        assert!(check("chain-wasm", &wasm, "http://elsewhere").is_err());
+        assert!(check("chain-native", &wasm, url, None).is_err());
+        assert!(check("chain-fanout", &wasm, url, Some(&archive)).is_err());
+        assert!(check("chain-wasm", &wasm, "http://elsewhere", None).is_err());
+        assert!(check("chain-fanout", &fanout, url, None).is_err());
+        let elsewhere = ArchiveTarget { url: "s3://other/fanout".into(), ..archive.clone() };
+        assert!(check("chain-fanout", &fanout, url, Some(&elsewhere)).is_err());
+        let mut gzip = fanout.clone();
+        if let Some(SinkConfig::Archive(sink)) = gzip.sinks.get_mut("archive") {
+            sink.compression = Compression::Gzip;
+        }
+        assert!(check("chain-fanout", &gzip, url, Some(&archive)).is_err());
     }
 
     #[test]
     fn a_dollar_in_the_loki_url_survives_substitution() {
         let url = "http://127.0.0.1:9/a$b";
         let config =
-            Config::parse(&config_yaml("chain-wasm", url).expect("known"), |_| None).expect("parses");
-        check("chain-wasm", &config, url).expect("same url");
+            Config::parse(&config_yaml("chain-wasm", url, None).expect("known"), |_| None).expect("parses");
+        check("chain-wasm", &config, url, None).expect("same url");
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //! 3. compare the entries sluice accepted (204) with the entries the receiver got: all of them
 //!    for `passthrough` (and their line bytes), for the chains exactly those the reference chain
 //!    keeps ([`chain::keeps`]), with not one line holding a secret of the workload;
-//! 4. read peak RSS, stop sluice with SIGTERM.
+//! 4. read peak RSS, stop sluice with SIGTERM;
+//! 5. for `chain-fanout`, whose archive sink writes to a SeaweedFS started before sluice
+//!    ([`S3Server`]) and stopped after the variant: count the records of every object in the
+//!    archive once sluice has exited (it seals and uploads its open objects at shutdown), which
+//!    must be exactly the entries the chain delivered, the same as Loki's.
 //!
 //! Nothing is generated or encoded on the measured path: bodies are encoded once, up front, with
 //! the counts of what each holds and what the chain keeps of it, and sent as shared [`Bytes`].
@@ -27,10 +31,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prost::Message as _;
 use serde::Serialize;
+use sluice::archive::store::Store;
 
-use crate::chain;
+use crate::chain::{self, ArchiveTarget};
 use crate::procfs;
 use crate::receiver::{Counts, Receiver};
+use crate::s3::S3Server;
 use crate::server::SluiceProcess;
 use crate::stats::Latencies;
 use crate::workload::{GenConfig, Generator, Push, Summary, Workload};
@@ -42,6 +48,10 @@ pub const KNOWN_CONFIGS: [&str; 4] = ["passthrough", "chain-wasm", "chain-native
 const BACKOFF_429: Duration = Duration::from_millis(50);
 /// Longest wait for deliveries to settle after a phase.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for sluice to exit after SIGTERM: longer than its own `server.shutdown_timeout`
+/// (30 s by default, which the configurations keep), within which it flushes the sinks and
+/// uploads the archive's last objects; so sluice's own deadline, not a kill, ends a slow exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// How the pushes are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -436,6 +446,11 @@ pub struct Correctness {
     pub lines_with_secret: u64,
     /// The distinct secrets found (at most 20).
     pub secrets_found: Vec<String>,
+    /// `chain-fanout`: what its S3 archive holds after sluice exited; its records must be
+    /// `entries_expected` too.
+    pub archive: Option<ArchiveCounts>,
+    /// `chain-fanout`: why the archive could not be read.
+    pub archive_error: Option<String>,
     pub ok: bool,
 }
 
@@ -461,7 +476,77 @@ impl Correctness {
         if self.lines_with_secret > 0 {
             problems.push(format!("{} lines with a secret", self.lines_with_secret));
         }
+        if let Some(e) = &self.archive_error {
+            problems.push(format!("archive: {e}"));
+        }
+        if let Some(archive) = self.archive.as_ref().filter(|a| a.records != self.entries_expected) {
+            problems.push(format!(
+                "{} archive records, {} expected (Loki received {})",
+                archive.records, self.entries_expected, self.entries_received
+            ));
+        }
         problems
+    }
+}
+
+/// What an archive holds: zstd NDJSON objects, one record (line) per entry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ArchiveCounts {
+    /// Where: `s3://bucket/prefix`.
+    pub url: String,
+    /// Objects below the prefix (sluice's start check object, if left behind, aside).
+    pub objects: u64,
+    /// Their size as stored (compressed).
+    pub compressed_bytes: u64,
+    /// Records (lines) in them, decompressed.
+    pub records: u64,
+    /// `compressed_bytes` per record: what an archived entry costs in the store.
+    pub bytes_per_entry: f64,
+}
+
+/// Lists every object of `store` and counts the records in each (zstd-decompressed, one per
+/// `\n`, as sluice's spool counts them).
+pub async fn archive_counts(store: &Store) -> Result<ArchiveCounts, String> {
+    use futures_util::TryStreamExt as _;
+    use object_store::{ObjectStore as _, ObjectStoreExt as _};
+    let metas: Vec<object_store::ObjectMeta> =
+        store.objects.list(None).try_collect().await.map_err(|e| format!("list {}: {e}", store.url))?;
+    let mut counts = ArchiveCounts { url: store.url.clone(), ..ArchiveCounts::default() };
+    for meta in metas {
+        if meta.location.as_ref() == sluice::archive::store::CHECK_OBJECT {
+            continue;
+        }
+        let bytes = store
+            .objects
+            .get(&meta.location)
+            .await
+            .map_err(|e| format!("get {}: {e}", meta.location))?
+            .bytes()
+            .await
+            .map_err(|e| format!("read {}: {e}", meta.location))?;
+        counts.objects += 1;
+        counts.compressed_bytes += bytes.len() as u64;
+        counts.records +=
+            zstd_lines(&bytes).map_err(|e| format!("{}: not zstd NDJSON: {e}", meta.location))?;
+    }
+    if counts.records > 0 {
+        counts.bytes_per_entry = counts.compressed_bytes as f64 / counts.records as f64;
+    }
+    Ok(counts)
+}
+
+/// The `\n`s in the zstd stream `compressed` (one or more frames).
+fn zstd_lines(compressed: &[u8]) -> std::io::Result<u64> {
+    use std::io::Read as _;
+    let mut decoder = zstd::stream::read::Decoder::new(compressed)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut lines = 0u64;
+    loop {
+        let n = decoder.read(&mut buf)?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
     }
 }
 
@@ -521,8 +606,9 @@ pub struct RunSettings {
     pub ticks: u64,
 }
 
-/// Runs one configuration with one format against a fresh sluice and receiver. For the chains,
-/// the receiver looks for `secrets` (every secret string of the workload) in every line.
+/// Runs one configuration with one format against a fresh sluice and receiver (and for
+/// `chain-fanout` a fresh SeaweedFS for the archive). For the chains, the receiver looks for
+/// `secrets` (every secret string of the workload) in every line.
 pub async fn run_variant(
     settings: &RunSettings,
     config: &str,
@@ -533,11 +619,17 @@ pub async fn run_variant(
     let is_chain = config != "passthrough";
     let receiver = Receiver::start(if is_chain { secrets } else { &[] })?;
     let loki_url = receiver.url();
-    let Some(yaml) = chain::config_yaml(config, &loki_url) else {
-        anyhow::bail!("unknown configuration {config:?}");
+    let mut s3 = if config == "chain-fanout" {
+        Some(S3Server::try_start(chain::ARCHIVE_BUCKET).await.map_err(|e| anyhow::anyhow!("{e}"))?)
+    } else {
+        None
     };
+    let archive =
+        s3.as_ref().map(|s3| ArchiveTarget { url: s3.url(chain::ARCHIVE_PREFIX), s3: s3.s3_config() });
+    let yaml = chain::config_yaml(config, &loki_url, archive.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let parsed = sluice::config::Config::parse(&yaml, |_| None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    chain::check(config, &parsed, &loki_url).map_err(|e| anyhow::anyhow!("configuration {config}: {e}"))?;
+    chain::check(config, &parsed, &loki_url, archive.as_ref())
+        .map_err(|e| anyhow::anyhow!("configuration {config}: {e}"))?;
     let control = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
     let mut sluice = SluiceProcess::start(&settings.sluice, &yaml, &control).await?;
     let pid = sluice.pid().to_string();
@@ -618,21 +710,33 @@ pub async fn run_variant(
         secrets_checked: is_chain && !secrets.is_empty(),
         lines_with_secret: received.lines_with_secret,
         secrets_found: receiver.found_secrets(),
+        archive: None,
+        archive_error: None,
         ok: false,
     };
-    let problems = correctness.problems();
-    correctness.ok = problems.is_empty();
 
     let peak_rss = procfs::peak_rss_bytes(&pid).ok();
     let metrics = interesting_metrics(&control, &sluice).await;
     let driver_cpu = procfs::cpu_seconds("self", settings.ticks)? - driver_cpu0;
-    let exit = sluice.stop(Duration::from_secs(30)).await;
+    let exit = sluice.stop(STOP_TIMEOUT).await;
     let (warnings, samples) = sluice.warnings(5);
-    let mut status =
-        if problems.is_empty() { "ok".to_string() } else { format!("failed: {}", problems.join(", ")) };
-    if config == "chain-fanout" {
-        status = format!("{status} ({})", chain::FANOUT_ARCHIVE_NOTE);
+    // d. The archive, complete once sluice has exited: the objects it sealed at shutdown are
+    // uploaded by then.
+    if let Some(s3) = s3.as_mut() {
+        let counted = match s3.try_store(chain::ARCHIVE_PREFIX) {
+            Ok(store) => archive_counts(&store).await,
+            Err(e) => Err(e),
+        };
+        match counted {
+            Ok(counts) => correctness.archive = Some(counts),
+            Err(e) => correctness.archive_error = Some(e),
+        }
+        s3.stop().await;
     }
+    let problems = correctness.problems();
+    correctness.ok = problems.is_empty();
+    let status =
+        if problems.is_empty() { "ok".to_string() } else { format!("failed: {}", problems.join(", ")) };
     Ok(Row {
         config: config.into(),
         format,
@@ -679,6 +783,8 @@ mod tests {
             secrets_checked: true,
             lines_with_secret: 0,
             secrets_found: vec![],
+            archive: Some(ArchiveCounts { records: 87, ..ArchiveCounts::default() }),
+            archive_error: None,
             ok: true,
         };
         assert!(good.problems().is_empty());
@@ -687,6 +793,8 @@ mod tests {
             line_bytes_compared: true,
             bad_requests: 1,
             lines_with_secret: 2,
+            archive: Some(ArchiveCounts { records: 86, ..ArchiveCounts::default() }),
+            archive_error: Some("list s3://b/p: refused".into()),
             ..good
         };
         assert_eq!(
@@ -695,9 +803,44 @@ mod tests {
                 "88 entries received, 87 expected",
                 "700 line bytes received, 1000 sent",
                 "1 undecodable requests",
-                "2 lines with a secret"
+                "2 lines with a secret",
+                "archive: list s3://b/p: refused",
+                "86 archive records, 87 expected (Loki received 88)"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn archive_counts_are_the_records_of_every_object() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("archive");
+        let store = sluice::archive::store::open(
+            root.to_str().expect("utf-8"),
+            &sluice::config::S3Config::default(),
+            &BTreeMap::new(),
+        )
+        .expect("local store");
+        let put = |key: &str, bytes: Vec<u8>| {
+            let objects = Arc::clone(&store.objects);
+            let path = object_store::path::Path::from(key);
+            async move { objects.put(&path, bytes.into()).await.expect("put") }
+        };
+        use object_store::ObjectStoreExt as _;
+        let a = zstd::encode_all(&b"{\"line\":\"a\"}\n{\"line\":\"b\"}\n"[..], 3).expect("zstd");
+        // Two frames in one object, as a spool appending to an object may write.
+        let mut b = zstd::encode_all(&b"{\"line\":\"c\"}\n"[..], 3).expect("zstd");
+        b.extend(zstd::encode_all(&b"{\"line\":\"d\"}\n{\"line\":\"e\"}\n"[..], 3).expect("zstd"));
+        let size = (a.len() + b.len()) as u64;
+        put("tenant=t/dt=2026-01-01/hour=00/1-x-0.ndjson.zst", a).await;
+        put("tenant=t/dt=2026-01-01/hour=01/2-x-1.ndjson.zst", b).await;
+        put(sluice::archive::store::CHECK_OBJECT, b"sluice checks\n".to_vec()).await;
+        let counts = archive_counts(&store).await.expect("counts");
+        assert_eq!((counts.objects, counts.records, counts.compressed_bytes), (2, 5, size));
+        assert!((counts.bytes_per_entry - size as f64 / 5.0).abs() < 1e-9);
+
+        put("tenant=t/dt=2026-01-01/hour=02/3-x-2.ndjson.zst", b"not zstd\n".to_vec()).await;
+        let error = archive_counts(&store).await.expect_err("not zstd");
+        assert!(error.contains("3-x-2.ndjson.zst: not zstd NDJSON"), "{error}");
     }
 
     #[test]

