@@ -507,27 +507,14 @@ pub struct ArchiveCounts {
 /// Lists every object of `store` and counts the records in each (zstd-decompressed, one per
 /// `\n`, as sluice's spool counts them).
 pub async fn archive_counts(store: &Store) -> Result<ArchiveCounts, String> {
-    use futures_util::TryStreamExt as _;
-    use object_store::{ObjectStore as _, ObjectStoreExt as _};
-    let metas: Vec<object_store::ObjectMeta> =
-        store.objects.list(None).try_collect().await.map_err(|e| format!("list {}: {e}", store.url))?;
     let mut counts = ArchiveCounts { url: store.url.clone(), ..ArchiveCounts::default() };
-    for meta in metas {
-        if meta.location.as_ref() == sluice::archive::store::CHECK_OBJECT {
+    for (key, bytes) in crate::s3::objects(store).await? {
+        if key == sluice::archive::store::CHECK_OBJECT {
             continue;
         }
-        let bytes = store
-            .objects
-            .get(&meta.location)
-            .await
-            .map_err(|e| format!("get {}: {e}", meta.location))?
-            .bytes()
-            .await
-            .map_err(|e| format!("read {}: {e}", meta.location))?;
         counts.objects += 1;
         counts.compressed_bytes += bytes.len() as u64;
-        counts.records +=
-            zstd_lines(&bytes).map_err(|e| format!("{}: not zstd NDJSON: {e}", meta.location))?;
+        counts.records += zstd_lines(&bytes).map_err(|e| format!("{key}: not zstd NDJSON: {e}"))?;
     }
     if counts.records > 0 {
         counts.bytes_per_entry = counts.compressed_bytes as f64 / counts.records as f64;

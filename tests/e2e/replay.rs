@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{FixedOffset, SecondsFormat, TimeZone, Utc};
 use object_store::ObjectStoreExt;
@@ -14,7 +13,7 @@ use serde_json::json;
 use crate::support::push::{entry_md, one};
 use crate::support::receiver::{Labels, Receiver, Stored, now_ns};
 use crate::support::s3::S3Server;
-use crate::support::sluice::{BIN, Output, Sluice, run_to_end};
+use crate::support::sluice::{Output, Sluice, run_to_end_with};
 
 const MINUTE: i64 = 60_000_000_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -22,41 +21,14 @@ const DAY: i64 = 24 * HOUR;
 
 /// Runs `sluice replay args…` in `cwd` (where the default checkpoint goes).
 fn replay(cwd: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["replay"];
-    all.extend_from_slice(args);
-    run_to_end(&all, cwd)
+    replay_env(cwd, args, &[])
 }
 
 /// [`replay`] with extra environment variables (S3 credentials).
 fn replay_env(cwd: &Path, args: &[&str], env: &[(String, String)]) -> Output {
-    let (out, err) = (cwd.join("replay.stdout"), cwd.join("replay.stderr"));
-    let mut child = Command::new(BIN)
-        .arg("replay")
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("stdout file"))
-        .stderr(std::fs::File::create(&err).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        match child.try_wait().expect("wait") {
-            Some(s) => break Some(s),
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    Output {
-        code: status.and_then(|s| s.code()),
-        stdout: std::fs::read_to_string(out).unwrap_or_default(),
-        stderr: std::fs::read_to_string(err).unwrap_or_default(),
-    }
+    let mut all = vec!["replay"];
+    all.extend_from_slice(args);
+    run_to_end_with(&all, cwd, env)
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {

@@ -242,10 +242,16 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Runs `sluice args…` to completion (bounded: killed after 20 s).
+/// Runs `sluice args…` to completion (bounded: killed after 90 s).
 pub fn run_to_end(args: &[&str], cwd: &Path) -> Output {
+    run_to_end_with(args, cwd, &[])
+}
+
+/// [`run_to_end`] with extra environment variables.
+pub fn run_to_end_with(args: &[&str], cwd: &Path, env: &[(String, String)]) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(fs::File::create(cwd.join("cmd.stdout")).expect("stdout file"))
