@@ -319,8 +319,9 @@ impl Push {
         gz.finish().unwrap_or_default()
     }
 
-    /// One JSON object per entry and line, as sluice's file sink writes them:
-    /// `{"ts":"…","labels":{…},"line":"…"}`.
+    /// One JSON object per entry and line, the fields of an archive record that the workload
+    /// has (`sluice::archive::record` writes the full record):
+    /// `{"ts":"…","labels":{…},"line":"…"}`. Kept separate so the seeded bytes never change.
     pub fn ndjson(&self, workload: &Workload, out: &mut Vec<u8>) {
         for s in &self.streams {
             for e in &s.entries {
