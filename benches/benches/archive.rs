@@ -56,7 +56,7 @@ fn spool(dir: &std::path::Path, format: ArchiveFormat, compression: Compression)
 fn archive(spool: &mut Spool, batches: &[Batch]) -> u64 {
     let now = tokio::time::Instant::now();
     for batch in batches {
-        spool.write(batch, now).expect("writes");
+        spool.write(batch, None, now).expect("writes");
     }
     let sealed = spool.seal_all().expect("seals");
     let mut bytes = 0;

@@ -6,20 +6,21 @@
 //! [`Generation`] over the same running sinks ([`crate::reload`]).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::buffer::Budget;
-use crate::config::{Config, OnErrorConfig};
+use crate::config::{Config, OnErrorConfig, WalConfig};
 use crate::ingest::{self, Ingest};
-use crate::pipeline::{Generation, OnError, Pipeline, RoutePlan, StagePlan};
+use crate::pipeline::{Generation, OnError, Pipeline, RoutePlan, SinkTarget, StagePlan};
 use crate::plugin::{self, PluginStages};
 use crate::reload::Reloading;
 use crate::route::Router;
 use crate::sink::SinkSender;
-use crate::{sink, telemetry};
+use crate::wal::Wal;
+use crate::{sink, telemetry, wal};
 
 /// Reads the configuration again, from the same file and flags as at start.
 pub type Reloader = Arc<dyn Fn() -> Result<Config, crate::config::ConfigErrors> + Send + Sync>;
@@ -41,17 +42,29 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
         sinks.push((name.clone(), tx));
         sink_tasks.push((name.clone(), task));
     }
+    let wal = open_wal(&config)?;
+    // Each sink follows the log from its own cursor (see `wal`).
+    let stop_readers = Arc::new(AtomicBool::new(false));
+    if let Some(wal) = &wal {
+        for (name, tx) in &sinks {
+            let tracker = wal.tracker(name).with_context(|| format!("sink `{name}` has no log cursor"))?;
+            let read_ahead = config.wal.read_ahead.as_u64();
+            wal::reader::spawn(Arc::clone(wal), tracker, tx.clone(), read_ahead, Arc::clone(&stop_readers))
+                .context("cannot start a write-ahead log reader")?;
+        }
+    }
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
     let generation = tokio::task::block_in_place(|| build_generation(1, &config, sinks, workers))?;
     // From here on only generations hold sink senders, so sinks end once the pipeline has.
-    let (pipeline, worker_handles) = Pipeline::start(workers, generation)?;
+    let (pipeline, worker_handles) = Pipeline::start(workers, generation, wal.clone())?;
     let pipeline = Arc::new(pipeline);
     let budget = Budget::new(config.queue.max_entries as u64, config.queue.max_bytes.as_u64());
     let reloading = Reloading::new(reloader, Arc::clone(&pipeline), workers, &config);
     let mut ingest = Ingest::new(&config, Arc::clone(&pipeline), Arc::clone(&budget), metrics);
+    ingest.wal = wal.clone();
     ingest.reload = Some(reloading.hook());
     let state = Arc::new(ingest);
     reloading.spawn_triggers(&config.reload);
@@ -89,6 +102,10 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
             }
         })
         .await;
+        // The readers hand the sinks what is left in the log, then let go of them.
+        if let Some(wal) = &wal {
+            wal.close();
+        }
         for (name, task) in sink_tasks {
             if let Err(e) = task.await {
                 tracing::error!(sink = %name, "sink task failed: {e}");
@@ -97,7 +114,15 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     })
     .await;
     drop(state);
-    if drained.is_err() {
+    stop_readers.store(true, Ordering::Release);
+    if let Some(wal) = wal {
+        let left = tokio::task::spawn_blocking(move || wal.shutdown()).await.unwrap_or_default();
+        for (sink, bytes) in left {
+            tracing::warn!(sink = %sink, bytes, "records stay in the write-ahead log; they are delivered after the next start");
+        }
+    }
+    // What the log holds survives; only entries acknowledged `in_memory` can be lost here.
+    if drained.is_err() && budget.entries() > 0 {
         anyhow::bail!(
             "shutdown did not finish within {} (server.shutdown_timeout): {} entries ({} bytes) were not delivered",
             humantime::format_duration(timeout),
@@ -118,7 +143,8 @@ pub fn build_generation(
     workers: usize,
 ) -> anyhow::Result<Generation> {
     let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
-    let senders: Vec<SinkSender> = sinks.iter().map(|(_, s)| s.clone()).collect();
+    let senders: Vec<SinkTarget> =
+        sinks.iter().map(|(n, s)| SinkTarget { name: Arc::from(n.as_str()), sender: s.clone() }).collect();
     let router = Router::new(config, &sink_names)?;
     let cache_dir = config.data_dir.join("plugin-cache");
     let plugins =
@@ -128,14 +154,14 @@ pub fn build_generation(
         let route = router.route(i);
         let route_sinks = route.sinks.iter().map(|&s| senders[s].clone()).collect();
         // The router numbers the configured routes in order, the default route last.
-        let pipeline = match config.routes.get(i) {
-            Some(r) => r.pipeline.as_deref(),
-            None => config.default_route.as_ref().and_then(|d| d.pipeline.as_deref()),
+        let (pipeline, ack) = match config.routes.get(i) {
+            Some(r) => (r.pipeline.as_deref(), r.ack),
+            None => config.default_route.as_ref().map_or((None, None), |d| (d.pipeline.as_deref(), d.ack)),
         };
         let stages = stage_plans(&plugins, pipeline, &sink_names, &senders)?;
-        routes.push(RoutePlan { name: route.name.clone(), stages, sinks: route_sinks });
+        routes.push(RoutePlan { name: route.name.clone(), stages, sinks: route_sinks, ack });
     }
-    Ok(Generation { id, router, routes, sinks })
+    Ok(Generation { id, router, routes, sinks, default_ack: config.wal.ack })
 }
 
 /// The stages of `pipeline` (none without one), each with its failure policy.
@@ -143,7 +169,7 @@ fn stage_plans(
     plugins: &PluginStages,
     pipeline: Option<&str>,
     sink_names: &[String],
-    senders: &[sink::SinkSender],
+    senders: &[SinkTarget],
 ) -> anyhow::Result<Vec<StagePlan>> {
     let Some(name) = pipeline else { return Ok(Vec::new()) };
     let stages = plugins.pipelines.get(name).with_context(|| format!("unknown pipeline `{name}`"))?;
@@ -158,13 +184,40 @@ fn stage_plans(
                         .iter()
                         .position(|n| n == sink)
                         .with_context(|| format!("unknown dead-letter sink `{sink}`"))?;
-                    OnError::DeadLetter { sink: sink.clone(), sender: senders[i].clone() }
+                    OnError::DeadLetter(senders[i].clone())
                 }
                 (OnErrorConfig::DeadLetter, None) => anyhow::bail!("on_error: dead_letter without a sink"),
             };
             Ok(StagePlan { factory: stage.factory(), on_error })
         })
         .collect()
+}
+
+/// Opens the write-ahead log when some route or tenant acknowledges `on_disk`.
+fn open_wal(config: &Config) -> anyhow::Result<Option<Arc<Wal>>> {
+    if !WalConfig::in_use(config) {
+        return Ok(None);
+    }
+    let sinks: Vec<String> = config.sinks.keys().cloned().collect();
+    let (wal, recovered) = tokio::task::block_in_place(|| Wal::open(&config.wal, &config.data_dir, &sinks))
+        .map_err(anyhow::Error::msg)?;
+    if recovered.torn_bytes > 0 || recovered.damaged > 0 {
+        tracing::warn!(
+            torn_bytes = recovered.torn_bytes,
+            damaged_regions = recovered.damaged,
+            "the write-ahead log was cut off by a crash: its torn tail was removed; damaged records are skipped"
+        );
+    }
+    let backlog: u64 = recovered.backlog.iter().map(|(_, b)| b).sum();
+    tracing::info!(
+        dir = %wal.dir().display(),
+        segments = recovered.segments,
+        bytes = recovered.bytes,
+        undelivered_bytes = backlog,
+        took = ?recovered.took,
+        "write-ahead log opened"
+    );
+    Ok(Some(wal))
 }
 
 async fn shutdown_signal() {

@@ -65,6 +65,9 @@ pub struct Config {
     /// Bound on what sluice holds in memory between ingest and the sinks.
     #[serde(default)]
     pub queue: QueueConfig,
+    /// The write-ahead log and how pushes are acknowledged.
+    #[serde(default)]
+    pub wal: WalConfig,
     /// Named sinks that routes send to.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
@@ -167,6 +170,10 @@ pub struct TenantConfig {
     /// Limits that differ from the global `limits` (any subset of its keys).
     #[serde(default)]
     pub limits: Option<serde_yaml_ng::Mapping>,
+    /// Acknowledgement mode of this tenant's pushes (default: `wal.ack`). Where a route sets
+    /// one too, the stronger of the two applies.
+    #[serde(default)]
+    pub ack: Option<AckMode>,
 }
 
 /// Credentials, usually given as `${ENV}` references: either `bearer_token`, or `username`
@@ -265,6 +272,74 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         Self { max_entries: 500_000, max_bytes: ByteSize::mib(64) }
+    }
+}
+
+/// When a push is answered 204, from weakest to strongest promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// Once processed and handed to the sinks in memory: a crash loses what is not yet
+    /// delivered; the queue (`queue.*`) bounds it.
+    InMemory,
+    /// Once the processed batch is in the write-ahead log (synced as `wal.fsync` says).
+    OnDisk,
+}
+
+/// When the write-ahead log is synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// Before each push is answered (pushes that arrive together share one sync).
+    Batch,
+    /// Every `fsync_interval`; a push is answered once written to the file.
+    Interval,
+}
+
+/// The write-ahead log: accepted batches, after their pipeline, on disk until every sink has
+/// delivered them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Default acknowledgement mode; routes and tenants may set their own.
+    pub ack: AckMode,
+    /// Directory of the log. Default: `<data_dir>/wal`.
+    pub dir: Option<PathBuf>,
+    /// Most bytes on disk; beyond it ingest answers 429 until the slowest sink catches up.
+    pub max_size: ByteSize,
+    /// Size of one segment file; delivered segments are removed whole.
+    pub segment_size: ByteSize,
+    /// When the log is synced.
+    pub fsync: FsyncPolicy,
+    /// How often the log is synced with `fsync: interval`.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// Per sink, most bytes read from the log and not yet delivered.
+    pub read_ahead: ByteSize,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            ack: AckMode::OnDisk,
+            dir: None,
+            max_size: ByteSize::gib(1),
+            segment_size: ByteSize::mib(64),
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::from_secs(1),
+            read_ahead: ByteSize::mib(16),
+        }
+    }
+}
+
+impl WalConfig {
+    /// True when some route or tenant of `config` acknowledges on disk, i.e. the log is used.
+    pub fn in_use(config: &Config) -> bool {
+        let on_disk = |a: &Option<AckMode>| a.unwrap_or(config.wal.ack) == AckMode::OnDisk;
+        config.wal.ack == AckMode::OnDisk
+            || config.routes.iter().any(|r| r.ack == Some(AckMode::OnDisk))
+            || config.default_route.as_ref().is_some_and(|d| on_disk(&d.ack))
+            || config.tenants.overrides.values().any(|t| t.ack == Some(AckMode::OnDisk))
     }
 }
 
@@ -464,6 +539,9 @@ pub struct RouteConfig {
     /// Pipeline (a key of `pipelines`) the matching streams run through before the sinks.
     #[serde(default)]
     pub pipeline: Option<String>,
+    /// Acknowledgement mode of the matching streams (default: `wal.ack`).
+    #[serde(default)]
+    pub ack: Option<AckMode>,
 }
 
 /// Where streams that match no route go.
@@ -475,6 +553,9 @@ pub struct DefaultRouteConfig {
     /// Pipeline (a key of `pipelines`) unmatched streams run through before the sinks.
     #[serde(default)]
     pub pipeline: Option<String>,
+    /// Acknowledgement mode of unmatched streams (default: `wal.ack`).
+    #[serde(default)]
+    pub ack: Option<AckMode>,
 }
 
 /// A pipeline: stages applied in order to every batch of the routes that name it.
@@ -650,6 +731,7 @@ impl Config {
             tenants: TenantsConfig::default(),
             limits: Limits::default(),
             queue: QueueConfig::default(),
+            wal: WalConfig::default(),
             sinks: BTreeMap::from([(DEFAULT_ARCHIVE_SINK.to_string(), SinkConfig::Archive(archive))]),
             routes: Vec::new(),
             default_route: None,
@@ -744,6 +826,24 @@ impl Config {
         }
         if self.queue.max_bytes.as_u64() == 0 {
             errors.push(err("queue.max_bytes", "must be larger than 0"));
+        }
+        if self.wal.segment_size.as_u64() < 1 << 20 {
+            errors.push(err("wal.segment_size", "must be at least 1MiB"));
+        }
+        if self.wal.max_size.as_u64() < self.wal.segment_size.as_u64() {
+            errors.push(err("wal.max_size", "must be at least wal.segment_size"));
+        }
+        if self.wal.fsync_interval.is_zero() {
+            errors.push(err(
+                "wal.fsync_interval",
+                "must be longer than 0 (use `fsync: batch` to sync every push)",
+            ));
+        }
+        if self.wal.read_ahead.as_u64() == 0 {
+            errors.push(err("wal.read_ahead", "must be larger than 0"));
+        }
+        for name in self.sinks.keys().filter(|n| n.len() > 255) {
+            errors.push(err(format!("sinks.{name}"), "a sink name may have at most 255 bytes"));
         }
         if self.server.max_body_size.as_u64() == 0 || self.server.max_decompressed_size.as_u64() == 0 {
             errors.push(err("server", "max_body_size and max_decompressed_size must be larger than 0"));

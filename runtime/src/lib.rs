@@ -20,3 +20,4 @@ pub mod replay;
 pub mod route;
 pub mod sink;
 pub mod telemetry;
+pub mod wal;

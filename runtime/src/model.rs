@@ -169,7 +169,21 @@ impl Batch {
 
 /// Why a batch could not be handed on; sent back to the ingest handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AckFailure(pub String);
+pub struct AckFailure {
+    pub kind: AckFailureKind,
+    pub message: String,
+}
+
+/// What the client should make of a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckFailureKind {
+    /// Something broke (500).
+    Failed,
+    /// Sluice is at capacity: retry later (429).
+    Overloaded,
+    /// Sluice cannot take data now, e.g. its disk is full (503).
+    Unavailable,
+}
 
 /// A share of a batch's acknowledgement. Clone it for every part a batch is split into; when
 /// the last clone is dropped the waiter learns the outcome: success unless some holder called
@@ -181,7 +195,7 @@ pub struct Ack {
 }
 
 struct AckState {
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<AckFailure>>,
     tx: Mutex<Option<oneshot::Sender<Result<(), AckFailure>>>>,
 }
 
@@ -198,8 +212,13 @@ impl Ack {
 
     /// Marks the batch failed; the first reason wins.
     pub fn fail(&self, reason: impl Into<String>) {
+        self.fail_with(AckFailureKind::Failed, reason);
+    }
+
+    /// Marks the batch failed with a kind that tells the client what to do; the first wins.
+    pub fn fail_with(&self, kind: AckFailureKind, reason: impl Into<String>) {
         let mut failure = self.state.failure.lock().unwrap_or_else(|p| p.into_inner());
-        failure.get_or_insert_with(|| reason.into());
+        failure.get_or_insert_with(|| AckFailure { kind, message: reason.into() });
     }
 }
 
@@ -214,7 +233,7 @@ impl Drop for AckState {
         let failure = self.failure.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tx) = self.tx.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
             // The waiter may have gone (client disconnected); nothing to tell then.
-            let _ = tx.send(failure.map_or(Ok(()), |r| Err(AckFailure(r))));
+            let _ = tx.send(failure.map_or(Ok(()), Err));
         }
     }
 }
@@ -252,7 +271,8 @@ mod tests {
         drop(ack);
         other.fail("stage exploded");
         drop(other);
-        assert_eq!(waiter.await.expect("sent"), Err(AckFailure("stage exploded".into())));
+        let failure = AckFailure { kind: AckFailureKind::Failed, message: "stage exploded".into() };
+        assert_eq!(waiter.await.expect("sent"), Err(failure));
 
         let (ack, waiter) = Ack::new();
         drop(ack);

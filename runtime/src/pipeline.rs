@@ -24,9 +24,11 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::buffer::Charge;
+use crate::config::AckMode;
 use crate::model::{Ack, Batch, LabelSet};
 use crate::route::Router;
 use crate::sink::{SinkInput, SinkSender};
+use crate::wal::{self, Wal};
 
 /// A step that transforms batches: drop, modify or add entries, or move them between streams.
 pub trait Stage: Send {
@@ -54,7 +56,15 @@ pub enum OnError {
     /// Drop it (counted).
     Drop,
     /// Send it, as it was, to this sink instead of the route's.
-    DeadLetter { sink: String, sender: SinkSender },
+    DeadLetter(SinkTarget),
+}
+
+/// A running sink as routes and stages address it.
+#[derive(Clone, Debug)]
+pub struct SinkTarget {
+    /// The sink's name: what log records are addressed to.
+    pub name: Arc<str>,
+    pub sender: SinkSender,
 }
 
 impl OnError {
@@ -62,7 +72,7 @@ impl OnError {
         match self {
             Self::Pass => "pass",
             Self::Drop => "drop",
-            Self::DeadLetter { .. } => "dead_letter",
+            Self::DeadLetter(_) => "dead_letter",
         }
     }
 }
@@ -82,7 +92,9 @@ pub type StageFactory = Arc<dyn Fn() -> Result<Box<dyn Stage>, StageError> + Sen
 pub struct RoutePlan {
     pub name: String,
     pub stages: Vec<StagePlan>,
-    pub sinks: Vec<SinkSender>,
+    pub sinks: Vec<SinkTarget>,
+    /// The route's own acknowledgement mode, if it has one.
+    pub ack: Option<AckMode>,
 }
 
 /// What one configuration decides about streams: the routes, and each route's stages and sinks.
@@ -94,6 +106,21 @@ pub struct Generation {
     pub routes: Vec<RoutePlan>,
     /// Every running sink by name, for building the next generation over the same sinks.
     pub sinks: Vec<(String, SinkSender)>,
+    /// Acknowledgement mode of routes and tenants that set none.
+    pub default_ack: AckMode,
+}
+
+impl Generation {
+    /// How a push of a tenant with acknowledgement mode `tenant` is acknowledged on `route`:
+    /// the stronger of the route's and the tenant's modes where both are set, else the one
+    /// set, else the default.
+    pub fn ack_mode(&self, route: usize, tenant: Option<AckMode>) -> AckMode {
+        match (self.routes.get(route).and_then(|r| r.ack), tenant) {
+            (Some(a), Some(b)) => a.max(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => self.default_ack,
+        }
+    }
 }
 
 /// One unit of work: a route's share of a push, for one worker.
@@ -103,6 +130,9 @@ pub struct Job {
     pub batch: Batch,
     pub ack: Ack,
     pub charge: Arc<Charge>,
+    /// When the push may be acknowledged: after the sinks got it in memory, or once it is in
+    /// the write-ahead log.
+    pub ack_mode: AckMode,
 }
 
 /// The worker pool and the generation new pushes are routed with.
@@ -124,13 +154,18 @@ pub struct Closed;
 impl Pipeline {
     /// Starts `workers` threads (at least one) with `generation` current. Workers instantiate
     /// their stages when the first job of a generation reaches them.
-    pub fn start(workers: usize, generation: Generation) -> Result<(Self, Vec<JoinHandle<()>>), StageError> {
+    pub fn start(
+        workers: usize,
+        generation: Generation,
+        wal: Option<Arc<Wal>>,
+    ) -> Result<(Self, Vec<JoinHandle<()>>), StageError> {
         let workers = workers.max(1);
         let mut senders = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for id in 0..workers {
             let (tx, rx) = crossbeam_channel::unbounded();
-            let worker = Worker { generation: None, stages: Vec::new() };
+            let worker =
+                Worker { generation: None, stages: Vec::new(), wal: wal.clone(), record: Vec::new() };
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-worker-{id}"))
                 .spawn(move || worker.run(rx))
@@ -193,6 +228,10 @@ struct Worker {
     generation: Option<Arc<Generation>>,
     /// `stages[route][i]`: this worker's instances.
     stages: Vec<Vec<WorkerStage>>,
+    /// Where `on_disk` batches go.
+    wal: Option<Arc<Wal>>,
+    /// A framed log record being built, reused.
+    record: Vec<u8>,
 }
 
 /// A worker's instance of a stage, with its metric handles made once.
@@ -236,7 +275,7 @@ impl Worker {
     }
 
     fn handle(&mut self, job: Job) {
-        let Job { generation, route, mut batch, ack, charge } = job;
+        let Job { generation, route, mut batch, ack, charge, ack_mode } = job;
         if let Err(e) = self.prepare(&generation) {
             // Nothing was acknowledged yet: the client is told and retries.
             metrics::counter!("sluice_stage_errors_total", "stage" => e.stage.clone(), "reason" => "instantiate")
@@ -249,6 +288,7 @@ impl Worker {
             ack.fail(format!("no route with index {route}"));
             return;
         };
+        let mut dead_letter = None;
         for ws in self.stages.get_mut(route).into_iter().flatten() {
             let started = std::time::Instant::now();
             // A panicking stage must not kill the worker: it counts as a failure.
@@ -275,41 +315,68 @@ impl Worker {
             match &ws.on_error {
                 OnError::Pass => {}
                 OnError::Drop => return,
-                OnError::DeadLetter { sink, sender } => {
-                    if sender.send(SinkInput { batch, charge }).is_err() {
-                        ack.fail(format!("dead-letter sink `{sink}` has stopped"));
-                    }
-                    return;
+                OnError::DeadLetter(target) => {
+                    dead_letter = Some(target.clone());
+                    break;
                 }
             }
+        }
+        let to = Delivery { mode: ack_mode, charge: &charge, ack: &ack };
+        if let Some(target) = dead_letter {
+            self.deliver(&plan.name, std::slice::from_ref(&target), batch, &to);
+            return;
         }
         batch.streams.retain(|s| !s.entries.is_empty());
         if batch.streams.is_empty() {
             return;
         }
         for batch in split_by_tenant(batch, &plan.name) {
-            deliver(plan, batch, &charge, &ack);
+            self.deliver(&plan.name, &plan.sinks, batch, &to);
+        }
+    }
+
+    /// Hands `batch` to `sinks`: appended to the write-ahead log for them (`on_disk`), or sent
+    /// to each in memory.
+    fn deliver(&mut self, route: &str, sinks: &[SinkTarget], batch: Batch, to: &Delivery<'_>) {
+        if sinks.is_empty() {
+            // A route with no sinks (e.g. `default_route: { sinks: [] }`) drops on purpose.
+            metrics::counter!("sluice_route_dropped_entries_total", "route" => route.to_string())
+                .increment(batch.entry_count() as u64);
+            return;
+        }
+        if let (AckMode::OnDisk, Some(wal)) = (to.mode, &self.wal) {
+            self.record.clear();
+            let start = wal::frame::begin(&mut self.record);
+            let names: Vec<&str> = sinks.iter().map(|s| &*s.name).collect();
+            if let Err(e) = wal::record::encode(&batch.tenant, &names, &batch.streams, &mut self.record) {
+                to.ack.fail(format!("cannot write the batch to the write-ahead log: {e}"));
+                return;
+            }
+            wal::frame::finish(&mut self.record, start);
+            if let Err(e) = wal.append(&self.record, to.ack.clone()) {
+                to.ack.fail_with(e.ack_kind(), e.to_string());
+            }
+            return;
+        }
+        let Some((last, rest)) = sinks.split_last() else { return };
+        for sink in rest {
+            let input = SinkInput { batch: batch.clone(), charge: Arc::clone(to.charge), mark: None };
+            if sink.sender.send(input).is_err() {
+                to.ack.fail(format!("sink `{}` has stopped", sink.name));
+            }
+        }
+        let input = SinkInput { batch, charge: Arc::clone(to.charge), mark: None };
+        if last.sender.send(input).is_err() {
+            to.ack.fail(format!("sink `{}` has stopped", last.name));
         }
     }
 }
 
-/// Hands `batch` to every sink of the route.
-fn deliver(plan: &RoutePlan, batch: Batch, charge: &Arc<Charge>, ack: &Ack) {
-    let Some((last, rest)) = plan.sinks.split_last() else {
-        // A route with no sinks (e.g. `default_route: { sinks: [] }`) drops on purpose.
-        metrics::counter!("sluice_route_dropped_entries_total", "route" => plan.name.clone())
-            .increment(batch.entry_count() as u64);
-        return;
-    };
-    for sink in rest {
-        let input = SinkInput { batch: batch.clone(), charge: Arc::clone(charge) };
-        if sink.send(input).is_err() {
-            ack.fail("a sink has stopped");
-        }
-    }
-    if last.send(SinkInput { batch, charge: Arc::clone(charge) }).is_err() {
-        ack.fail("a sink has stopped");
-    }
+/// How a job's output is handed on, and what it answers to.
+struct Delivery<'a> {
+    mode: AckMode,
+    charge: &'a Arc<Charge>,
+    ack: &'a Ack,
 }
 
 /// The reserved label a stage sets to move a stream to another tenant (the name Promtail uses
@@ -389,11 +456,15 @@ mod tests {
     fn generation(id: u64, plan: RoutePlan) -> Generation {
         let config = crate::config::Config::embedded_default();
         let router = Router::new(&config, &["local".into()]).expect("router");
-        Generation { id, router, routes: vec![plan], sinks: Vec::new() }
+        Generation { id, router, routes: vec![plan], sinks: Vec::new(), default_ack: AckMode::InMemory }
+    }
+
+    fn target(name: &str, sender: SinkSender) -> SinkTarget {
+        SinkTarget { name: Arc::from(name), sender }
     }
 
     fn job(generation: &Arc<Generation>, batch: Batch, ack: Ack, charge: Arc<Charge>) -> Job {
-        Job { generation: Arc::clone(generation), route: 0, batch, ack, charge }
+        Job { generation: Arc::clone(generation), route: 0, batch, ack, charge, ack_mode: AckMode::InMemory }
     }
 
     fn batch(app: &str, lines: &[&str]) -> Batch {
@@ -446,8 +517,13 @@ mod tests {
         let (tx2, mut rx2) = mpsc::unbounded_channel();
         let factory: StageFactory = Arc::new(|| Ok(Box::new(DropLines("debug")) as Box<dyn Stage>));
         let stages = vec![StagePlan { factory, on_error: OnError::Pass }];
-        let plan = RoutePlan { name: "r".into(), stages, sinks: vec![tx1, tx2] };
-        let (pipeline, handles) = Pipeline::start(2, generation(1, plan)).expect("starts");
+        let plan = RoutePlan {
+            name: "r".into(),
+            stages,
+            sinks: vec![target("a", tx1), target("b", tx2)],
+            ack: None,
+        };
+        let (pipeline, handles) = Pipeline::start(2, generation(1, plan), None).expect("starts");
         let generation = pipeline.current().expect("open");
         let budget = Budget::new(100, 10_000);
         let mut waiters = Vec::new();
@@ -485,18 +561,16 @@ mod tests {
             let (tx, mut rx) = mpsc::unbounded_channel();
             let (dl_tx, mut dl_rx) = mpsc::unbounded_channel();
             let factory: StageFactory = Arc::new(|| Ok(Box::new(DropLines("debug")) as Box<dyn Stage>));
-            let on_error = if dead_letter {
-                OnError::DeadLetter { sink: "dl".into(), sender: dl_tx.clone() }
-            } else {
-                OnError::Drop
-            };
+            let on_error =
+                if dead_letter { OnError::DeadLetter(target("dl", dl_tx.clone())) } else { OnError::Drop };
             drop(dl_tx);
             let plan = RoutePlan {
                 name: "r".into(),
                 stages: vec![StagePlan { factory, on_error }],
-                sinks: vec![tx],
+                sinks: vec![target("s", tx)],
+                ack: None,
             };
-            let (pipeline, handles) = Pipeline::start(1, generation(1, plan)).expect("starts");
+            let (pipeline, handles) = Pipeline::start(1, generation(1, plan), None).expect("starts");
             let generation = pipeline.current().expect("open");
             let budget = Budget::new(100, 10_000);
             let mut waiters = Vec::new();
@@ -555,10 +629,11 @@ mod tests {
             RoutePlan {
                 name: "r".into(),
                 stages: vec![StagePlan { factory, on_error: OnError::Pass }],
-                sinks: vec![tx.clone()],
+                sinks: vec![target("s", tx.clone())],
+                ack: None,
             }
         };
-        let (pipeline, handles) = Pipeline::start(1, generation(1, plan("-v1"))).expect("starts");
+        let (pipeline, handles) = Pipeline::start(1, generation(1, plan("-v1")), None).expect("starts");
         let old = pipeline.current().expect("open");
         pipeline.swap(generation(2, plan("-v2"))).expect("open");
         let new = pipeline.current().expect("open");

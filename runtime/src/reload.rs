@@ -32,7 +32,7 @@ struct Running {
     /// `sinks`, as text: a change needs a restart.
     sinks: String,
     /// The sections a reload does not apply, as text.
-    restart_only: [(&'static str, String); 5],
+    restart_only: [(&'static str, String); 6],
     watched: Vec<PathBuf>,
     stamp: Vec<Option<(SystemTime, u64)>>,
 }
@@ -49,6 +49,7 @@ impl Running {
                 ("tenants", format!("{:?}", config.tenants)),
                 ("limits", format!("{:?}", config.limits)),
                 ("queue", format!("{:?}", config.queue)),
+                ("wal", format!("{:?}", config.wal)),
             ],
             stamp: stamp(&watched),
             watched,
@@ -121,8 +122,10 @@ impl Reloading {
                 .collect();
             (next.generation, changed)
         };
-        let generation = build_generation(id, &config, current.sinks.clone(), self.workers)
+        let mut generation = build_generation(id, &config, current.sinks.clone(), self.workers)
             .map_err(|e| refused(format!("{e:#}")))?;
+        // `wal` (its default acknowledgement mode included) takes effect after a restart.
+        generation.default_ack = current.default_ack;
         let (routes, stages) =
             (generation.routes.len(), generation.routes.iter().map(|r| r.stages.len()).sum::<usize>());
         self.pipeline.swap(generation).map_err(|e| refused(e.to_string()))?;

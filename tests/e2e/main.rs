@@ -9,6 +9,7 @@ mod archive;
 mod builtins;
 mod clients;
 mod default_config;
+mod durability;
 mod ingest;
 mod metrics;
 mod plugin_cli;

@@ -127,7 +127,7 @@ fn write_archive(archive: &Path, spool_dir: &Path, args: &Args) -> anyhow::Resul
         .batch;
         entries += batch.entry_count() as u64;
         line_bytes += batch.line_bytes() as u64;
-        sealed.extend(spool.write(&batch, at)?);
+        sealed.extend(spool.write(&batch, None, at)?);
     }
     sealed.extend(spool.seal_all()?);
     let mut object_bytes = 0;

@@ -27,6 +27,12 @@ pub enum IngestError {
     QueueFull { entries: u64, bytes: u64 },
     #[error("sluice is shutting down: send to another replica or retry later")]
     ShuttingDown,
+    /// Sluice is at capacity in a way the message explains (e.g. a full write-ahead log).
+    #[error("{0}")]
+    Overloaded(String),
+    /// Sluice cannot store the push now (e.g. its disk is full or failing).
+    #[error("{0}: retry later")]
+    Unavailable(String),
     /// Part of the push was invalid; the valid part was accepted, as Loki does.
     #[error("{0}")]
     Rejected(String),
@@ -42,8 +48,10 @@ impl IngestError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body(_) | Self::Rejected(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::RateLimited { .. } | Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } | Self::QueueFull { .. } | Self::Overloaded(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::ShuttingDown | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotProcessed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,7 +63,11 @@ impl IntoResponse for IngestError {
         let mut response = (status, format!("{self}\n")).into_response();
         let headers = response.headers_mut();
         match self {
-            Self::QueueFull { .. } | Self::RateLimited { .. } | Self::ShuttingDown => {
+            Self::QueueFull { .. }
+            | Self::RateLimited { .. }
+            | Self::ShuttingDown
+            | Self::Overloaded(_)
+            | Self::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::Unauthorized(_) => {

@@ -25,10 +25,12 @@ pub use error::IngestError;
 pub use tenant::{Tenant, Tenants};
 
 use crate::buffer::Budget;
+use crate::config::AckMode;
 use crate::config::Config;
 use crate::decode::{self, BodyFormat, Decoded};
-use crate::model::{Ack, Batch};
+use crate::model::{Ack, AckFailureKind, Batch};
 use crate::pipeline::{Job, Pipeline};
+use crate::wal::Wal;
 
 /// Everything the handlers need.
 pub struct Ingest {
@@ -37,6 +39,8 @@ pub struct Ingest {
     pub reload: Option<ReloadHook>,
     pub pipeline: Arc<Pipeline>,
     pub budget: Arc<Budget>,
+    /// The write-ahead log, when some route or tenant acknowledges `on_disk`.
+    pub wal: Option<Arc<Wal>>,
     pub max_body_size: u64,
     pub max_decompressed_size: usize,
     /// Cleared when shutdown begins, so load balancers stop sending.
@@ -56,6 +60,7 @@ impl Ingest {
             reload: None,
             pipeline,
             budget,
+            wal: None,
             max_body_size: config.server.max_body_size.as_u64(),
             max_decompressed_size: usize::try_from(config.server.max_decompressed_size.as_u64())
                 .unwrap_or(usize::MAX),
@@ -180,7 +185,7 @@ async fn accept(
         let entries = batch.entry_count();
         metrics::counter!("sluice_ingest_entries_total", "tenant" => t.clone()).increment(entries as u64);
         metrics::counter!("sluice_ingest_streams_total", "tenant" => t).increment(batch.streams.len() as u64);
-        dispatch(s, batch).await?;
+        dispatch(s, tenant, batch).await?;
     }
     if rejected.is_empty() {
         return Ok(());
@@ -234,8 +239,9 @@ async fn drain(body: &mut Body, limit: usize) -> bool {
     false
 }
 
-/// Charges the budget, splits the batch by route and worker, and waits for the pipeline.
-async fn dispatch(s: &Ingest, batch: Batch) -> Result<(), IngestError> {
+/// Charges the budget, splits the batch by route and worker, and waits for the pipeline (and,
+/// for `on_disk` routes, the write-ahead log).
+async fn dispatch(s: &Ingest, tenant_info: &Tenant, batch: Batch) -> Result<(), IngestError> {
     let charge = s
         .budget
         .try_charge(batch.entry_count() as u64, batch.size() as u64)
@@ -258,6 +264,19 @@ async fn dispatch(s: &Ingest, batch: Batch) -> Result<(), IngestError> {
         let part = parts[last * workers + shard].get_or_insert_with(|| Batch::new(Arc::clone(&tenant)));
         part.streams.push(stream);
     }
+    let ack_mode = |route: usize| generation.ack_mode(route, tenant_info.ack);
+    // Refuse before the pipeline runs when the log cannot take the push anyway.
+    if let Some(wal) = &s.wal {
+        let needs_log =
+            parts.iter().enumerate().any(|(i, p)| p.is_some() && ack_mode(i / workers) == AckMode::OnDisk);
+        if needs_log && !wal.has_room() {
+            metrics::counter!("sluice_wal_append_errors_total", "reason" => "full").increment(1);
+            return Err(IngestError::Overloaded(format!(
+                "the write-ahead log is full ({} bytes, wal.max_size): a sink is behind; retry later",
+                wal.size()
+            )));
+        }
+    }
     let (ack, waiter) = Ack::new();
     let jobs = parts.into_iter().enumerate().filter_map(|(i, part)| {
         let batch = part?;
@@ -267,6 +286,7 @@ async fn dispatch(s: &Ingest, batch: Batch) -> Result<(), IngestError> {
             batch,
             ack: ack.clone(),
             charge: Arc::clone(&charge),
+            ack_mode: ack_mode(i / workers),
         };
         Some((i % workers, job))
     });
@@ -275,7 +295,11 @@ async fn dispatch(s: &Ingest, batch: Batch) -> Result<(), IngestError> {
     drop(charge);
     match waiter.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(failure)) => Err(IngestError::NotProcessed(failure.0)),
+        Ok(Err(failure)) => Err(match failure.kind {
+            AckFailureKind::Failed => IngestError::NotProcessed(failure.message),
+            AckFailureKind::Overloaded => IngestError::Overloaded(failure.message),
+            AckFailureKind::Unavailable => IngestError::Unavailable(failure.message),
+        }),
         Err(_) => Err(IngestError::NotProcessed("the pipeline dropped the batch".into())),
     }
 }

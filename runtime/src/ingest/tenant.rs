@@ -8,7 +8,7 @@ use std::time::Instant;
 use base64::Engine;
 use http::HeaderMap;
 
-use crate::config::{AuthConfig, Config, Limits};
+use crate::config::{AckMode, AuthConfig, Config, Limits};
 use crate::ingest::IngestError;
 
 /// Resolved tenant settings.
@@ -26,6 +26,7 @@ struct Known {
     name: Arc<str>,
     auth: Option<AuthConfig>,
     limits: Arc<Limits>,
+    ack: Option<AckMode>,
 }
 
 /// A tenant that passed authentication.
@@ -33,6 +34,8 @@ struct Known {
 pub struct Tenant {
     pub name: Arc<str>,
     pub limits: Arc<Limits>,
+    /// The tenant's own acknowledgement mode, if it has one.
+    pub ack: Option<AckMode>,
 }
 
 impl Tenants {
@@ -46,6 +49,7 @@ impl Tenants {
                     name: name.as_str().into(),
                     auth: t.auth.clone(),
                     limits: Arc::new(config.limits_for(name)),
+                    ack: t.ack,
                 };
                 (name.clone(), known)
             })
@@ -82,11 +86,13 @@ impl Tenants {
             None => {}
         }
         Ok(match (known, name) {
-            (Some(k), _) => Tenant { name: Arc::clone(&k.name), limits: Arc::clone(&k.limits) },
-            (None, Some(n)) => Tenant { name: n.into(), limits: Arc::clone(&self.default_limits) },
-            (None, None) => {
-                Tenant { name: Arc::clone(&self.default), limits: Arc::clone(&self.default_limits) }
-            }
+            (Some(k), _) => Tenant { name: Arc::clone(&k.name), limits: Arc::clone(&k.limits), ack: k.ack },
+            (None, Some(n)) => Tenant { name: n.into(), limits: Arc::clone(&self.default_limits), ack: None },
+            (None, None) => Tenant {
+                name: Arc::clone(&self.default),
+                limits: Arc::clone(&self.default_limits),
+                ack: None,
+            },
         })
     }
 

@@ -18,12 +18,17 @@ use tokio::time::Instant;
 use crate::buffer::Charge;
 use crate::config::SinkConfig;
 use crate::model::{Batch, Entry, LabelSet, Stream};
+use crate::wal::Mark;
 
-/// What a sink receives: a processed batch and the budget charge that holds its memory.
+/// What a sink receives: a processed batch, the budget charge that holds its memory, and,
+/// when it was read from the write-ahead log, the mark that confirms its delivery.
 #[derive(Debug)]
 pub struct SinkInput {
     pub batch: Batch,
     pub charge: Arc<Charge>,
+    /// Settle it once the entries are delivered (or dropped for good); dropped unsettled, the
+    /// record stays in the log and is delivered again after a restart.
+    pub mark: Option<Mark>,
 }
 
 /// The sending side of a sink's channel.
@@ -73,6 +78,8 @@ pub struct Pending {
     pub entries: usize,
     /// Charges of the inputs whose entries are in here; dropped once delivered.
     pub charges: Vec<Arc<Charge>>,
+    /// Log records whose entries are in here; settled once delivered.
+    pub marks: Vec<Mark>,
     started: Instant,
     /// Streams of `batch` by label fingerprint (a collision just means two candidates).
     index: HashMap<u64, Vec<usize>>,
@@ -85,6 +92,7 @@ impl Pending {
             bytes: 0,
             entries: 0,
             charges: Vec::new(),
+            marks: Vec::new(),
             started: now,
             index: HashMap::new(),
         }
@@ -95,7 +103,15 @@ impl Pending {
         let entries = batch.entry_count();
         let bytes =
             batch.streams.iter().flat_map(|s| &s.entries).map(|e| e.line.len() + e.metadata_size()).sum();
-        Self { batch, bytes, entries, charges: Vec::new(), started: Instant::now(), index: HashMap::new() }
+        Self {
+            batch,
+            bytes,
+            entries,
+            charges: Vec::new(),
+            marks: Vec::new(),
+            started: Instant::now(),
+            index: HashMap::new(),
+        }
     }
 
     fn add(&mut self, labels: &LabelSet, entry: Entry) {
@@ -115,10 +131,20 @@ impl Pending {
         streams[i].entries.push(entry);
     }
 
-    fn hold(&mut self, charge: &Arc<Charge>) {
+    fn hold(&mut self, charge: &Arc<Charge>, mark: Option<&Mark>) {
         if !self.charges.last().is_some_and(|c| Arc::ptr_eq(c, charge)) {
             self.charges.push(Arc::clone(charge));
         }
+        if let Some(mark) = mark
+            && !self.marks.last().is_some_and(|m| m.same_record(mark))
+        {
+            self.marks.push(mark.share());
+        }
+    }
+
+    /// The entries are delivered or dropped for good: confirm their log records.
+    pub fn settle_marks(marks: Vec<Mark>) {
+        marks.into_iter().for_each(Mark::settle);
     }
 }
 
@@ -140,7 +166,7 @@ impl Batcher {
     /// Adds an input; returns the batches it filled.
     pub fn push(&mut self, input: SinkInput) -> Vec<Pending> {
         let now = Instant::now();
-        let SinkInput { batch, charge } = input;
+        let SinkInput { batch, charge, mark } = input;
         let tenant = batch.tenant;
         let mut full = Vec::new();
         for stream in batch.streams {
@@ -155,8 +181,12 @@ impl Batcher {
                     full.push(done);
                 }
                 pending.add(&stream.labels, entry);
-                pending.hold(&charge);
+                pending.hold(&charge, mark.as_ref());
             }
+        }
+        // Every pending batch with entries of the record holds a share now.
+        if let Some(mark) = mark {
+            mark.settle();
         }
         full
     }
@@ -200,6 +230,7 @@ mod tests {
         SinkInput {
             batch: Batch { tenant: tenant.into(), streams: vec![Stream { labels, entries }] },
             charge,
+            mark: None,
         }
     }
 

@@ -217,7 +217,8 @@ impl Sluice {
         }
     }
 
-    fn kill(&mut self) {
+    /// Kills the process with SIGKILL (`kill -9`: no shutdown at all) and waits for it.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

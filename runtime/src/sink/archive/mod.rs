@@ -30,6 +30,9 @@ use crate::sink::{ShutdownDeadline, SinkInput};
 
 /// How long before the shutdown deadline the sink stops waiting for uploads.
 const SHUTDOWN_MARGIN: Duration = Duration::from_millis(300);
+/// How often open NDJSON objects are flushed, so the write-ahead log can let go of their
+/// records without waiting for `max_object_age`.
+const CHECKPOINT: Duration = Duration::from_secs(1);
 use spool::{Sealed, Spool, SpoolConfig};
 use upload::Uploads;
 
@@ -117,7 +120,10 @@ impl ArchiveSink {
     /// Writes until `rx` closes, then seals every object and waits for the uploads.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<SinkInput>) {
         let mut open_bytes = 0u64;
+        let mut checkpoint = tokio::time::interval(CHECKPOINT);
+        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let holds_marks = self.spool.as_ref().is_some_and(Spool::holds_marks);
             let deadline = self.spool.as_ref().and_then(Spool::next_deadline);
             let wait = async {
                 match deadline {
@@ -129,13 +135,21 @@ impl ArchiveSink {
                 input = rx.recv() => match input {
                     Some(input) => {
                         self.wait_for_spool_space(open_bytes).await;
-                        let SinkInput { batch, charge } = input;
-                        let batch = Arc::new(batch);
-                        open_bytes = self.with_spool(move |spool, now| spool.write(&batch, now)).await;
-                        // The entries are in the spool now.
+                        let SinkInput { batch, charge, mark } = input;
+                        let written = Arc::new((batch, mark));
+                        let op = Arc::clone(&written);
+                        open_bytes = self.with_spool(move |spool, now| spool.write(&op.0, op.1.as_ref(), now)).await;
+                        // The entries are in the spool now, and their objects hold shares of
+                        // the mark; every other reference to it has gone with the closure.
                         drop(charge);
+                        if let Ok((_, Some(mark))) = Arc::try_unwrap(written) {
+                            mark.settle();
+                        }
                     }
                     None => break,
+                },
+                _ = checkpoint.tick(), if holds_marks => {
+                    open_bytes = self.with_spool(|spool, _| spool.checkpoint().map(|()| Vec::new())).await;
                 },
                 () = wait => {
                     open_bytes = self.with_spool(|spool, now| spool.seal_due(now)).await;

@@ -24,6 +24,8 @@ use crate::archive::parquet::ParquetWriter;
 use crate::archive::record;
 use crate::config::{ArchiveFormat, Compression};
 use crate::model::{Batch, Entry, LabelSet};
+use crate::sink::Pending;
+use crate::wal::Mark;
 
 /// An object ready for upload.
 #[derive(Debug)]
@@ -125,6 +127,29 @@ impl Encoder {
         }
     }
 
+    /// Pushes what the compressor holds into the file and syncs it, so the records written so
+    /// far survive a crash (salvaged at the next start). False for Parquet, whose records
+    /// are only readable once the object is sealed.
+    fn flush_durable(&mut self) -> io::Result<bool> {
+        let out = match self {
+            Self::Zstd(e) => {
+                e.flush()?;
+                e.get_ref()
+            }
+            Self::Gzip(e) => {
+                e.flush()?;
+                e.get_ref()
+            }
+            Self::Plain(e) => {
+                e.flush()?;
+                &*e
+            }
+            Self::Parquet(_) => return Ok(false),
+        };
+        out.file.get_ref().sync_data()?;
+        Ok(true)
+    }
+
     /// Ends the compressed stream (or writes the Parquet footer) and syncs the file.
     fn finish(self) -> io::Result<u64> {
         let mut out = match self {
@@ -163,6 +188,8 @@ struct OpenObject {
     encoder: Encoder,
     opened: Instant,
     entries: u64,
+    /// Log records with entries in this object: settled once it is sealed or flushed.
+    marks: Vec<Mark>,
 }
 
 /// Settings of a [`Spool`].
@@ -223,9 +250,9 @@ impl Spool {
         self.open.values().map(|o| o.opened + self.config.max_object_age).min()
     }
 
-    /// Appends the batch's entries to their objects; returns the objects it sealed (full, or
-    /// closed to stay within `max_open`).
-    pub fn write(&mut self, batch: &Batch, now: Instant) -> io::Result<Vec<Sealed>> {
+    /// Appends the batch's entries to their objects, each holding a share of `mark`; returns
+    /// the objects it sealed (full, or closed to stay within `max_open`).
+    pub fn write(&mut self, batch: &Batch, mark: Option<&Mark>, now: Instant) -> io::Result<Vec<Sealed>> {
         // Entries of one stream and hour go to the same object: group them, render the key
         // once per group, write them in one call to the compressor.
         let mut groups: Vec<(Hour, Vec<usize>)> = Vec::new();
@@ -252,6 +279,11 @@ impl Spool {
                 let entries = indices.iter().map(|&i| &stream.entries[i]);
                 object.encoder.append(&batch.tenant, &stream.labels, &labels, entries, &mut self.scratch)?;
                 object.entries += indices.len() as u64;
+                if let Some(mark) = mark
+                    && !object.marks.last().is_some_and(|m| m.same_record(mark))
+                {
+                    object.marks.push(mark.share());
+                }
                 if object.encoder.written() >= self.config.max_object_size {
                     self.seal(&prefix)?;
                 }
@@ -272,6 +304,23 @@ impl Spool {
             self.seal(&prefix)?;
         }
         Ok(std::mem::take(&mut self.ready))
+    }
+
+    /// Makes the records of open NDJSON objects durable (see [`Encoder::flush_durable`]) and
+    /// settles their log records, so the write-ahead log need not keep them until the objects
+    /// are sealed. Parquet objects keep theirs until then.
+    pub fn checkpoint(&mut self) -> io::Result<()> {
+        for object in self.open.values_mut().filter(|o| !o.marks.is_empty()) {
+            if object.encoder.flush_durable()? {
+                Pending::settle_marks(std::mem::take(&mut object.marks));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when an open object holds unsettled log records.
+    pub fn holds_marks(&self) -> bool {
+        self.open.values().any(|o| !o.marks.is_empty())
     }
 
     /// Seals every open object (at shutdown).
@@ -302,7 +351,7 @@ impl Spool {
         let file = File::create(dir.join(format!("{id}.open")))?;
         let out = Counting { file: BufWriter::with_capacity(64 * 1024, file), written: 0 };
         let encoder = Encoder::new(out, self.config.format, self.config.compression, self.config.level)?;
-        Ok(OpenObject { id, key, encoder, opened: now, entries: 0 })
+        Ok(OpenObject { id, key, encoder, opened: now, entries: 0, marks: Vec::new() })
     }
 
     /// Seals the object of `prefix` into `ready`.
@@ -312,6 +361,7 @@ impl Spool {
         let dir = &self.config.dir;
         let data = dir.join(format!("{}.ready", object.id));
         fs::rename(dir.join(format!("{}.open", object.id)), &data)?;
+        Pending::settle_marks(object.marks);
         self.ready.push(Sealed {
             data,
             key_file: dir.join(format!("{}.key", object.id)),
@@ -438,8 +488,8 @@ mod tests {
         assert!(leftovers.is_empty());
         let start = Instant::now();
         let b = batch("a", &[(1_709_251_199_000_000_000, "one"), (1_709_251_199_000_000_000 + HOUR, "two")]);
-        assert!(spool.write(&b, start).expect("writes").is_empty());
-        assert!(spool.write(&batch("b", &[(0, "three")]), start).expect("writes").is_empty());
+        assert!(spool.write(&b, None, start).expect("writes").is_empty());
+        assert!(spool.write(&batch("b", &[(0, "three")]), None, start).expect("writes").is_empty());
         assert_eq!(spool.open_count(), 3);
         assert!(spool.seal_due(start + Duration::from_secs(59)).expect("seals").is_empty());
         let mut sealed = spool.seal_due(start + Duration::from_secs(60)).expect("seals");
@@ -471,13 +521,14 @@ mod tests {
         let (mut spool, _) = Spool::open(cfg).expect("opens");
         let now = Instant::now();
         let long = "x".repeat(200);
-        assert!(spool.write(&batch("a", &[(0, &long)]), now).expect("writes").is_empty());
-        let sealed = spool.write(&batch("a", &[(1, &long)]), now).expect("writes");
+        assert!(spool.write(&batch("a", &[(0, &long)]), None, now).expect("writes").is_empty());
+        let sealed = spool.write(&batch("a", &[(1, &long)]), None, now).expect("writes");
         assert_eq!(sealed.len(), 1, "the object passed max_object_size");
         assert_eq!(sealed[0].entries, 2);
-        spool.write(&batch("b", &[(0, "b")]), now).expect("writes");
-        spool.write(&batch("c", &[(0, "c")]), now + Duration::from_secs(1)).expect("writes");
-        let sealed = spool.write(&batch("d", &[(0, "d")]), now + Duration::from_secs(2)).expect("writes");
+        spool.write(&batch("b", &[(0, "b")]), None, now).expect("writes");
+        spool.write(&batch("c", &[(0, "c")]), None, now + Duration::from_secs(1)).expect("writes");
+        let sealed =
+            spool.write(&batch("d", &[(0, "d")]), None, now + Duration::from_secs(2)).expect("writes");
         assert_eq!(sealed.len(), 1);
         assert!(
             sealed[0].key.starts_with("tenant=b/"),
@@ -491,11 +542,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut spool, _) = Spool::open(config(dir.path(), Compression::Zstd)).expect("opens");
         let now = Instant::now();
-        spool.write(&batch("a", &[(0, "sealed")]), now).expect("writes");
+        spool.write(&batch("a", &[(0, "sealed")]), None, now).expect("writes");
         let sealed = spool.seal_all().expect("seals");
         let lines: Vec<String> = (0..2000).map(|i| format!("line {i} {}", "y".repeat(100))).collect();
         let entries: Vec<(i64, &str)> = lines.iter().map(|l| (1, l.as_str())).collect();
-        spool.write(&batch("a", &entries), now).expect("writes");
+        spool.write(&batch("a", &entries), None, now).expect("writes");
         // A crash: the open object's compressor never finishes; what it flushed is on disk.
         if let Some(o) = spool.open.values_mut().next()
             && let Encoder::Zstd(e) = &mut o.encoder
@@ -522,14 +573,14 @@ mod tests {
         cfg.format = ArchiveFormat::Parquet;
         let (mut spool, _) = Spool::open(cfg.clone()).expect("opens");
         let now = Instant::now();
-        spool.write(&batch("a", &[(0, "one"), (1, "two")]), now).expect("writes");
+        spool.write(&batch("a", &[(0, "one"), (1, "two")]), None, now).expect("writes");
         let sealed = spool.seal_all().expect("seals");
         assert!(sealed[0].key.ends_with(".parquet"), "{}", sealed[0].key);
         let file = fs::File::open(&sealed[0].data).expect("open");
         let reader = SerializedFileReader::new(file).expect("a whole Parquet file");
         assert_eq!(reader.metadata().file_metadata().num_rows(), 2);
 
-        spool.write(&batch("a", &[(0, "three")]), now).expect("writes");
+        spool.write(&batch("a", &[(0, "three")]), None, now).expect("writes");
         std::mem::forget(spool);
         let (_, found) = Spool::open(cfg).expect("opens again");
         assert_eq!(found.len(), 1, "only the sealed object: {found:?}");

@@ -98,9 +98,10 @@ enum Sent {
     },
 }
 
-/// Delivers `pending`, then releases its budget charges.
+/// Delivers `pending`, then releases its budget charges and confirms its log records: what was
+/// not delivered now was dropped for good (and counted), so it must not come back.
 pub async fn deliver(ctx: &Context, encoder: &mut Encoder, pending: Pending) -> Outcome {
-    let Pending { batch, charges, .. } = pending;
+    let Pending { batch, charges, marks, .. } = pending;
     let mut outcome = Outcome::default();
     let tenant = match &ctx.tenant {
         Some(t) => Ok(t.clone()),
@@ -118,6 +119,7 @@ pub async fn deliver(ctx: &Context, encoder: &mut Encoder, pending: Pending) -> 
         }
     }
     drop(charges);
+    Pending::settle_marks(marks);
     for (reason, n) in &outcome.dropped {
         metrics::counter!("sluice_sink_dropped_entries_total", "sink" => Arc::clone(&ctx.name), "reason" => reason.clone())
             .increment(*n as u64);

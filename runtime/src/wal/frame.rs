@@ -1,0 +1,294 @@
+//! The log's framing. Every record is
+//!
+//! ```text
+//! magic "SLW\x01" (4) | payload length, u32 LE (4) | CRC-32 of the payload, u32 LE (4) | payload
+//! ```
+//!
+//! so a reader tells a whole record from a torn one (its length runs past what was written) and
+//! from a damaged one (wrong magic or checksum), and finds the next record after damage by
+//! searching for the magic (a candidate counts only if its checksum matches).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// The first bytes of every record; the last byte is the framing's version.
+pub const MAGIC: [u8; 4] = *b"SLW\x01";
+/// Magic, length and checksum.
+pub const HEADER_LEN: usize = 12;
+/// A larger length field is damage, not a record.
+pub const MAX_PAYLOAD: usize = 1 << 30;
+
+/// Appends the frame of `payload` to `out`.
+pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
+    let start = begin(out);
+    out.extend_from_slice(payload);
+    finish(out, start);
+}
+
+/// Starts a frame at the end of `out`; write the payload after it, then call [`finish`] with
+/// the returned start. Saves copying a payload built elsewhere.
+pub fn begin(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    start
+}
+
+/// Fills in the header of the frame begun at `start`; its payload is the rest of `out`.
+pub fn finish(out: &mut [u8], start: usize) {
+    let payload = &out[start + HEADER_LEN..];
+    debug_assert!(payload.len() <= MAX_PAYLOAD);
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&MAGIC);
+    out[start + 4..start + 8].copy_from_slice(&len);
+    out[start + 8..start + 12].copy_from_slice(&crc);
+}
+
+/// What the bytes at the start of a buffer hold.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A whole record: its payload, and the bytes the frame takes.
+    Record { payload: &'a [u8], len: usize },
+    /// The start of a record that takes `need` bytes in all; the buffer has fewer.
+    Partial { need: usize },
+    /// No valid record starts here.
+    Damaged,
+}
+
+/// The frame at the start of `buf`.
+pub fn parse(buf: &[u8]) -> Frame<'_> {
+    if buf.len() < HEADER_LEN {
+        let n = buf.len().min(MAGIC.len());
+        return if buf[..n] == MAGIC[..n] { Frame::Partial { need: HEADER_LEN } } else { Frame::Damaged };
+    }
+    if buf[..4] != MAGIC {
+        return Frame::Damaged;
+    }
+    let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+    if len > MAX_PAYLOAD {
+        return Frame::Damaged;
+    }
+    let total = HEADER_LEN + len;
+    if buf.len() < total {
+        return Frame::Partial { need: total };
+    }
+    let crc = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    let payload = &buf[HEADER_LEN..total];
+    if crc32fast::hash(payload) != crc {
+        return Frame::Damaged;
+    }
+    Frame::Record { payload, len: total }
+}
+
+/// What [`SegmentReader::read`] found at an offset.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read<'a> {
+    /// A whole record, and the offset after it.
+    Record { payload: &'a [u8], next: u64 },
+    /// Nothing whole before `end`: the end of the data, or a torn record at the tail.
+    End,
+    /// Damage; the next record may start at `resume` (`None`: no candidate before `end`).
+    Damaged { resume: Option<u64> },
+}
+
+/// Reads frames from one segment file through a buffer of whole chunks.
+pub struct SegmentReader {
+    file: File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    start: u64,
+}
+
+/// How much is read at once.
+const CHUNK: usize = 1 << 20;
+
+impl SegmentReader {
+    pub fn new(file: File) -> Self {
+        Self { file, buf: Vec::new(), start: 0 }
+    }
+
+    /// The frame at `offset`, looking no further than `end`.
+    pub fn read(&mut self, offset: u64, end: u64) -> io::Result<Read<'_>> {
+        if offset >= end {
+            return Ok(Read::End);
+        }
+        let mut want = HEADER_LEN as u64;
+        loop {
+            let have = self.fill(offset, (offset + want.max(CHUNK as u64)).min(end))?;
+            let at = (offset - self.start) as usize;
+            match parse(&self.buf[at..at + have]) {
+                Frame::Record { len, .. } => {
+                    let next = offset + len as u64;
+                    let Frame::Record { payload, .. } = parse(&self.buf[at..at + len]) else {
+                        unreachable!("parsed the same bytes before")
+                    };
+                    return Ok(Read::Record { payload, next });
+                }
+                Frame::Partial { need } if offset + need as u64 <= end && need as u64 > have as u64 => {
+                    want = need as u64;
+                }
+                Frame::Partial { .. } => return Ok(Read::End),
+                Frame::Damaged => return Ok(Read::Damaged { resume: self.find_magic(offset + 1, end)? }),
+            }
+        }
+    }
+
+    /// Makes the buffer hold `[offset, end)`; returns how many bytes from `offset` it holds.
+    fn fill(&mut self, offset: u64, end: u64) -> io::Result<usize> {
+        let buf_end = self.start + self.buf.len() as u64;
+        if offset >= self.start && end <= buf_end {
+            return Ok((end - offset) as usize);
+        }
+        let len = (end - offset) as usize;
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        self.start = offset;
+        let mut read = 0;
+        while read < len {
+            match self.file.read_at(&mut self.buf[read..], offset + read as u64) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf.truncate(read);
+        Ok(read)
+    }
+
+    /// The first offset in `[from, end)` where the magic starts, if any.
+    fn find_magic(&mut self, from: u64, end: u64) -> io::Result<Option<u64>> {
+        let mut at = from;
+        while at < end {
+            let have = self.fill(at, (at + CHUNK as u64).min(end))?;
+            if have == 0 {
+                return Ok(None);
+            }
+            let i = (at - self.start) as usize;
+            if let Some(found) = memchr::memmem::find(&self.buf[i..i + have], &MAGIC) {
+                return Ok(Some(at + found as u64));
+            }
+            if at + have as u64 >= end {
+                return Ok(None);
+            }
+            // The magic may straddle the chunk boundary.
+            at += (have.saturating_sub(MAGIC.len() - 1)).max(1) as u64;
+        }
+        Ok(None)
+    }
+}
+
+/// Where the valid data of a segment ends, found by reading it whole: the end of the last
+/// whole record, and how many damaged regions lie before it.
+pub fn scan(file: File, len: u64) -> io::Result<Scanned> {
+    let mut reader = SegmentReader::new(file);
+    let mut scanned = Scanned::default();
+    let mut offset = 0;
+    loop {
+        match reader.read(offset, len)? {
+            Read::Record { next, .. } => {
+                scanned.records += 1;
+                scanned.valid_end = next;
+                offset = next;
+            }
+            Read::End | Read::Damaged { resume: None } => return Ok(scanned),
+            Read::Damaged { resume: Some(at) } => {
+                scanned.damaged += 1;
+                offset = at;
+            }
+        }
+    }
+}
+
+/// What [`scan`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    pub records: u64,
+    /// The end of the last whole record; anything after it is a torn tail.
+    pub valid_end: u64,
+    /// Damaged regions followed by whole records (a damaged tail counts as torn instead).
+    pub damaged: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn frames(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            encode(p, &mut out);
+        }
+        out
+    }
+
+    fn file_with(bytes: &[u8]) -> (tempfile::NamedTempFile, u64) {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(bytes).expect("write");
+        (f, bytes.len() as u64)
+    }
+
+    #[test]
+    fn whole_partial_and_damaged_frames() {
+        let buf = frames(&[b"hello"]);
+        assert_eq!(parse(&buf), Frame::Record { payload: b"hello", len: HEADER_LEN + 5 });
+        assert_eq!(parse(&buf[..HEADER_LEN + 2]), Frame::Partial { need: HEADER_LEN + 5 });
+        assert_eq!(parse(&buf[..3]), Frame::Partial { need: HEADER_LEN });
+        assert_eq!(parse(b"XY"), Frame::Damaged);
+        let mut flipped = buf.clone();
+        flipped[HEADER_LEN + 1] ^= 1;
+        assert_eq!(parse(&flipped), Frame::Damaged, "checksum catches a flipped bit");
+        let mut huge = buf.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse(&huge), Frame::Damaged);
+    }
+
+    #[test]
+    fn reads_records_in_order_then_end() {
+        let bytes = frames(&[b"one", b"two", b""]);
+        let (f, len) = file_with(&bytes);
+        let mut r = SegmentReader::new(f.reopen().expect("reopen"));
+        let mut offset = 0;
+        let mut got = Vec::new();
+        while let Read::Record { payload, next } = r.read(offset, len).expect("read") {
+            got.push(payload.to_vec());
+            offset = next;
+        }
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec(), Vec::new()]);
+        assert_eq!(offset, len);
+        // A reader limited to less than a whole record sees the end, not damage.
+        assert_eq!(r.read(0, 5).expect("read"), Read::End);
+    }
+
+    #[test]
+    fn a_torn_tail_ends_the_scan_and_damage_in_the_middle_is_skipped() {
+        let mut bytes = frames(&[b"first", b"second", b"third"]);
+        let second_at = HEADER_LEN + 5;
+        bytes[second_at + HEADER_LEN] ^= 0xff; // damage inside "second"
+        let whole = bytes.len() as u64;
+        bytes.extend_from_slice(&frames(&[b"torn record"])[..HEADER_LEN + 3]);
+        let (f, len) = file_with(&bytes);
+        let scanned = scan(f.reopen().expect("reopen"), len).expect("scan");
+        assert_eq!(scanned, Scanned { records: 2, valid_end: whole, damaged: 1 });
+
+        let mut r = SegmentReader::new(f.reopen().expect("reopen"));
+        match r.read(second_at as u64, len).expect("read") {
+            Read::Damaged { resume: Some(at) } => {
+                assert_eq!(at, (2 * HEADER_LEN + 5 + 6) as u64, "resumes at the third record")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_larger_than_a_chunk_are_read_whole() {
+        let big = vec![7u8; CHUNK * 2 + 17];
+        let bytes = frames(&[b"a", &big, b"b"]);
+        let (f, len) = file_with(&bytes);
+        let scanned = scan(f.reopen().expect("reopen"), len).expect("scan");
+        assert_eq!(scanned, Scanned { records: 3, valid_end: len, damaged: 0 });
+    }
+}

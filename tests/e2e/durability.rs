@@ -1,0 +1,214 @@
+//! The write-ahead log end to end: a 204 survives `kill -9`, a sink outage fills the log and
+//! then turns into 429s, one sink's outage does not hold back another, and SIGTERM with Loki
+//! down keeps what is undelivered for the next start.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::ok_or_logs;
+use crate::support::push::{self, entry, one};
+use crate::support::receiver::{Receiver, now_ns};
+use crate::support::sluice::{Options, Sluice, loki_config};
+
+const DELIVERY: Duration = Duration::from_secs(30);
+
+async fn start(config: &str, data_dir: &std::path::Path) -> Sluice {
+    let options = Options { config: Some(config.to_string()), ..Default::default() };
+    Sluice::start_on(options, Some(PathBuf::from(data_dir))).await
+}
+
+/// Pushes from `connections` concurrent clients until `stop` is set: pushes of 20 unique lines
+/// each, in order per client; returns the lines that were answered 204.
+async fn load(
+    url: String,
+    connections: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    round: usize,
+) -> Vec<String> {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (url, stop, acked) = (url.clone(), Arc::clone(&stop), Arc::clone(&acked));
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().no_proxy().build().expect("client");
+            let t0 = now_ns();
+            let mut p = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let lines: Vec<String> =
+                    (0..20).map(|n| format!("r{round} c{c} p{p} n{n} {}", "x".repeat(200))).collect();
+                let entries =
+                    lines.iter().enumerate().map(|(n, l)| entry(t0 + p * 20 + n as i64, l)).collect();
+                let req = one(&format!(r#"{{app="kill9", conn="{c}"}}"#), entries);
+                let resp = push::proto(&client, &url, Some("k"), &req, false).await;
+                match resp.status {
+                    204 => acked.lock().expect("lock").extend(lines),
+                    // Refused, or the connection died with the process: not acknowledged.
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+                p += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    std::mem::take(&mut *acked.lock().expect("lock"))
+}
+
+/// The fault campaign of the issue, bounded for CI: sluice is killed with SIGKILL several times
+/// while 4 clients push and Loki is slow; afterwards every line that got a 204 is at Loki.
+/// `SLUICE_KILL9_ROUNDS` runs a longer campaign.
+#[tokio::test]
+async fn kill_9_under_load_loses_no_acknowledged_line() {
+    let rounds: usize = std::env::var("SLUICE_KILL9_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let loki = Receiver::start();
+    let data = tempfile::tempdir().expect("data dir");
+    let config = loki_config(&loki.url(), "");
+    let mut acked = Vec::new();
+    for round in 0..rounds {
+        let mut sluice = start(&config, data.path()).await;
+        // Some pushes to Loki are slow, so records are in flight when the kill comes.
+        loki.delay_next(3, Duration::from_millis(300));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = tokio::spawn(load(sluice.push_url(), 4, Arc::clone(&stop), round));
+        tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(0..700))).await;
+        sluice.kill();
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let round_acked = load.await.expect("load task");
+        eprintln!("round {round}: {} lines acknowledged, {} at Loki so far", round_acked.len(), loki.total());
+        acked.extend(round_acked);
+    }
+    assert!(!acked.is_empty(), "some pushes were acknowledged");
+    // One last start delivers what the log still holds.
+    let started = Instant::now();
+    let sluice = start(&config, data.path()).await;
+    let expected: BTreeSet<String> = acked.iter().cloned().collect();
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        let have: BTreeSet<String> = loki.lines("k").into_iter().collect();
+        let missing = expected.difference(&have).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} acknowledged lines never reached Loki\n{}",
+            sluice.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "kill -9 x{rounds}: {} acknowledged lines, 0 lost, {} duplicates re-sent, all delivered {:?} after the last start",
+        expected.len(),
+        loki.duplicates(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn loki_down_fills_the_log_then_ingest_answers_429_and_everything_arrives_later() {
+    let loki = Receiver::start();
+    loki.set_down(true);
+    let extra = "wal: { max_size: 2MiB, segment_size: 1MiB, read_ahead: 64KiB }\n";
+    let sluice = Sluice::start(&loki_config(&loki.url(), extra)).await;
+    let t0 = now_ns() - 1_000_000_000;
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for p in 0..200 {
+        let lines: Vec<String> = (0..50).map(|n| format!("p{p} n{n} {}", "y".repeat(1000))).collect();
+        let entries = lines.iter().enumerate().map(|(n, l)| entry(t0 + p * 50 + n as i64, l)).collect();
+        let resp = sluice.push_proto(Some("full"), &one(r#"{app="full"}"#, entries)).await;
+        match resp.status {
+            204 => accepted.extend(lines),
+            429 => {
+                refused = Some(resp);
+                break;
+            }
+            other => panic!("push {p}: unexpected {other}: {}\n{}", resp.body, sluice.logs()),
+        }
+    }
+    let refused = refused.unwrap_or_else(|| panic!("no 429 after {} lines with Loki down", accepted.len()));
+    assert!(refused.body.contains("write-ahead log is full"), "{}", refused.body);
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    // The log held more than memory would have: read_ahead is 64 KiB, the log 2 MiB.
+    assert!(accepted.len() > 1000, "only {} lines accepted before the log was full", accepted.len());
+    let (_, metrics) = sluice.get("/metrics").await;
+    assert!(metrics.contains("sluice_wal_sink_lag_bytes{sink=\"loki\"}"), "lag gauge present");
+
+    loki.set_down(false);
+    ok_or_logs(loki.wait_for(accepted.len(), DELIVERY).await, &sluice);
+    accepted.sort();
+    assert_eq!(loki.lines("full"), accepted, "everything answered 204 is delivered, nothing else");
+    // And the log has room again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp =
+            sluice.push_proto(Some("full"), &one(r#"{app="full"}"#, vec![entry(now_ns(), "after")])).await;
+        if resp.status == 204 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {} after Loki is back: {}", resp.status, resp.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_sink_down_does_not_hold_back_another() {
+    let (down, up) = (Receiver::start(), Receiver::start());
+    down.set_down(true);
+    let config = format!(
+        "sinks:\n  down: {{ type: loki, url: \"{}\", batch_wait: 50ms, retry: {{ min_backoff: 50ms, max_backoff: 200ms }} }}\n  up: {{ type: loki, url: \"{}\", batch_wait: 50ms }}\nwal: {{ read_ahead: 64KiB }}\n",
+        down.url(),
+        up.url()
+    );
+    let sluice = Sluice::start(&config).await;
+    let t0 = now_ns() - 1_000_000_000;
+    let mut lines = Vec::new();
+    for p in 0..40 {
+        let batch: Vec<String> = (0..50).map(|n| format!("both p{p} n{n} {}", "z".repeat(500))).collect();
+        let entries = batch.iter().enumerate().map(|(n, l)| entry(t0 + p * 50 + n as i64, l)).collect();
+        let resp = sluice.push_proto(Some("two"), &one(r#"{app="two"}"#, entries)).await;
+        assert_eq!(resp.status, 204, "{}", resp.body);
+        lines.extend(batch);
+    }
+    // 1 MB of lines, far beyond the down sink's 64 KiB read-ahead: the other sink gets it all.
+    ok_or_logs(up.wait_for(lines.len(), DELIVERY).await, &sluice);
+    assert_eq!(down.total(), 0);
+    down.set_down(false);
+    ok_or_logs(down.wait_for(lines.len(), DELIVERY).await, &sluice);
+    lines.sort();
+    assert_eq!(down.lines("two"), lines);
+    assert_eq!(up.lines("two"), lines);
+}
+
+#[tokio::test]
+async fn sigterm_with_loki_down_exits_zero_and_the_next_start_delivers() {
+    let loki = Receiver::start();
+    loki.set_down(true);
+    let data = tempfile::tempdir().expect("data dir");
+    let config = loki_config(&loki.url(), "server: { shutdown_timeout: 1s }\n");
+    let mut sluice = start(&config, data.path()).await;
+    let lines: Vec<String> = (0..30).map(|n| format!("kept {n}")).collect();
+    let t0 = now_ns() - 1_000_000_000;
+    let entries = lines.iter().enumerate().map(|(n, l)| entry(t0 + n as i64, l)).collect();
+    let resp = sluice.push_proto(Some("keep"), &one(r#"{app="keep"}"#, entries)).await;
+    assert_eq!(resp.status, 204, "{}", resp.body);
+    ok_or_logs(loki.wait_for_requests(1, Duration::from_secs(5)).await, &sluice);
+    let begun = Instant::now();
+    let status =
+        sluice.terminate(Duration::from_secs(8)).await.unwrap_or_else(|e| panic!("{e}\n{}", sluice.logs()));
+    assert!(status.success(), "exit {status}: the log keeps the lines\n{}", sluice.logs());
+    assert!(begun.elapsed() < Duration::from_secs(5), "took {:?}", begun.elapsed());
+    assert!(sluice.logs().contains("records stay in the write-ahead log"), "{}", sluice.logs());
+    assert_eq!(loki.total(), 0);
+
+    loki.set_down(false);
+    let sluice = start(&config, data.path()).await;
+    ok_or_logs(loki.wait_for(lines.len(), DELIVERY).await, &sluice);
+    loki.settle(Duration::from_millis(300), Duration::from_secs(5)).await;
+    let mut expected = lines;
+    expected.sort();
+    assert_eq!(loki.lines("keep"), expected, "delivered after the restart, once");
+}
