@@ -591,6 +591,8 @@ pub struct RunSettings {
     pub connections: usize,
     pub tenant: String,
     pub ticks: u64,
+    /// YAML appended to every configuration (the `wal` section of `--acks`).
+    pub extra_yaml: String,
 }
 
 /// Runs one configuration with one format against a fresh sluice and receiver (and for
@@ -613,7 +615,9 @@ pub async fn run_variant(
     };
     let archive =
         s3.as_ref().map(|s3| ArchiveTarget { url: s3.url(chain::ARCHIVE_PREFIX), s3: s3.s3_config() });
-    let yaml = chain::config_yaml(config, &loki_url, archive.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut yaml =
+        chain::config_yaml(config, &loki_url, archive.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    yaml.push_str(&settings.extra_yaml);
     let parsed = sluice::config::Config::parse(&yaml, |_| None).map_err(|e| anyhow::anyhow!("{e}"))?;
     chain::check(config, &parsed, &loki_url, archive.as_ref())
         .map_err(|e| anyhow::anyhow!("configuration {config}: {e}"))?;

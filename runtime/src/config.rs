@@ -1345,6 +1345,29 @@ tenants:
     }
 
     #[test]
+    fn wal_settings_parse_and_are_checked() {
+        let text = r#"
+sinks: { loki: { type: loki, url: "http://loki:3100" } }
+wal: { ack: in_memory, fsync: batch, max_size: 128KiB, segment_size: 256KiB, fsync_interval: 0s }
+routes:
+  - { sinks: [loki], ack: on_disk }
+tenants: { overrides: { t: { ack: in_memory } } }
+"#;
+        let cfg = Config::parse(text, env).expect("parses");
+        assert_eq!((cfg.wal.ack, cfg.wal.fsync), (AckMode::InMemory, FsyncPolicy::Batch));
+        assert_eq!(cfg.routes[0].ack, Some(AckMode::OnDisk));
+        assert!(WalConfig::in_use(&cfg), "a route acknowledges on disk");
+        let errors = cfg.validate(no_selector_check).expect_err("invalid");
+        let locations: Vec<&str> = errors.0.iter().map(|e| e.location.as_str()).collect();
+        assert_eq!(locations, ["wal.segment_size", "wal.max_size", "wal.fsync_interval"], "{errors}");
+        let e = Config::parse("wal: { ack: on_delivery }\n", env).expect_err("unknown mode");
+        assert!(e.to_string().contains("on_delivery"), "{e}");
+        let plain = Config::parse("wal: { ack: in_memory }\n", env).expect("parses");
+        assert!(!WalConfig::in_use(&plain));
+        assert_eq!(Config::embedded_default().wal.ack, AckMode::OnDisk, "on disk by default");
+    }
+
+    #[test]
     fn pipelines_are_checked_and_plugin_paths_resolve_against_the_config_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("p.wasm"), b"").expect("write");

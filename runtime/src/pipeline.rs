@@ -671,4 +671,55 @@ mod tests {
             "instances rebuilt when the generation changes"
         );
     }
+
+    #[test]
+    fn the_stronger_of_route_and_tenant_ack_modes_applies() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let plan =
+            |ack| RoutePlan { name: "r".into(), stages: vec![], sinks: vec![target("s", tx.clone())], ack };
+        let mut g = generation(1, plan(None));
+        g.default_ack = AckMode::OnDisk;
+        assert_eq!(g.ack_mode(0, None), AckMode::OnDisk, "the default");
+        assert_eq!(g.ack_mode(0, Some(AckMode::InMemory)), AckMode::InMemory, "the tenant's own");
+        let g = generation(1, plan(Some(AckMode::InMemory)));
+        assert_eq!(g.ack_mode(0, None), AckMode::InMemory, "the route's own");
+        assert_eq!(g.ack_mode(0, Some(AckMode::OnDisk)), AckMode::OnDisk, "the stronger of both");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn on_disk_jobs_are_answered_once_in_the_log_and_refused_with_429_when_it_is_full() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = crate::config::WalConfig {
+            dir: Some(dir.path().to_path_buf()),
+            max_size: bytesize::ByteSize::kib(1),
+            ..crate::config::WalConfig::default()
+        };
+        let (wal, _) = Wal::open(&config, dir.path(), &["s".to_string()]).expect("opens");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let plan = RoutePlan { name: "r".into(), stages: vec![], sinks: vec![target("s", tx)], ack: None };
+        let (pipeline, handles) =
+            Pipeline::start(1, generation(1, plan), Some(Arc::clone(&wal))).expect("starts");
+        let generation = pipeline.current().expect("open");
+        let budget = Budget::new(100, 1_000_000);
+        let mut outcomes = Vec::new();
+        for line in ["first".to_string(), "x".repeat(2000)] {
+            let (ack, waiter) = Ack::new();
+            let charge = Arc::new(budget.try_charge(1, 10).expect("fits"));
+            let mut job = job(&generation, batch("a", &[&line]), ack, charge);
+            job.ack_mode = AckMode::OnDisk;
+            pipeline.submit([(0, job)]).expect("open");
+            outcomes.push(waiter.await.expect("answered"));
+        }
+        assert_eq!(outcomes[0], Ok(()));
+        let refused = outcomes[1].clone().expect_err("does not fit in 1 KiB");
+        assert_eq!(refused.kind, crate::model::AckFailureKind::Overloaded, "{}", refused.message);
+        assert!(rx.try_recv().is_err(), "on_disk batches reach the sink through the log, not the channel");
+        assert!(wal.size() > 0);
+        assert_eq!(budget.entries(), 0, "charges are released once the batch is in the log");
+        pipeline.close();
+        for h in handles {
+            h.join().expect("worker exits");
+        }
+        wal.shutdown();
+    }
 }

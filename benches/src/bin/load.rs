@@ -63,6 +63,11 @@ struct Args {
     /// Directory for the results.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
     out: PathBuf,
+    /// Acknowledgement modes to measure each configuration in (comma-separated): `on_disk`
+    /// (sluice's default: the write-ahead log, synced every second), `on_disk_fsync` (synced
+    /// before every answer), `in_memory` (no log).
+    #[arg(long, value_delimiter = ',', default_value = "on_disk")]
+    acks: Vec<String>,
     /// Base name of the result files: `<out>/<name>.md` and `<out>/<name>.json`.
     #[arg(long, default_value = "latest")]
     name: String,
@@ -73,6 +78,11 @@ fn main() -> anyhow::Result<()> {
     for c in &args.configs {
         if !KNOWN_CONFIGS.contains(&c.as_str()) {
             bail!("unknown configuration {c:?}; known: {}", KNOWN_CONFIGS.join(", "));
+        }
+    }
+    for ack in &args.acks {
+        if wal_yaml(ack).is_none() {
+            bail!("unknown acknowledgement mode {ack:?}; known: in_memory, on_disk, on_disk_fsync");
         }
     }
     if args.connections == 0 || args.pushes == 0 || args.duration.is_zero() {
@@ -104,19 +114,28 @@ fn main() -> anyhow::Result<()> {
         connections: args.connections,
         tenant: args.tenant.clone(),
         ticks,
+        extra_yaml: String::new(),
     };
     // One thread: the driver must leave the cores to sluice.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut rows = Vec::new();
     for config in &args.configs {
-        for &format in &args.formats {
-            let bodies = std::sync::Arc::clone(&prepared.bodies[&format]);
-            eprintln!("{config} / {}…", format.name());
-            let mut row = runtime
-                .block_on(driver::run_variant(&settings, config, bodies, &prepared.secrets))
-                .unwrap_or_else(|e| Row::status_only(config, format, format!("failed: {e:#}")));
-            row.floor_multiple = row.max_rate.as_ref().map(|m| m.cpu_s_per_m_lines / floor.cpu_s_per_m_lines);
-            rows.push(row);
+        for ack in &args.acks {
+            let settings =
+                RunSettings { extra_yaml: wal_yaml(ack).unwrap_or_default().to_string(), ..settings.clone() };
+            // The default mode keeps the plain name, so results stay comparable across runs.
+            let label = if ack == "on_disk" { config.clone() } else { format!("{config} ({ack})") };
+            for &format in &args.formats {
+                let bodies = std::sync::Arc::clone(&prepared.bodies[&format]);
+                eprintln!("{label} / {}…", format.name());
+                let mut row = runtime
+                    .block_on(driver::run_variant(&settings, config, bodies, &prepared.secrets))
+                    .unwrap_or_else(|e| Row::status_only(config, format, format!("failed: {e:#}")));
+                row.config = label.clone();
+                row.floor_multiple =
+                    row.max_rate.as_ref().map(|m| m.cpu_s_per_m_lines / floor.cpu_s_per_m_lines);
+                rows.push(row);
+            }
         }
     }
 
@@ -147,6 +166,16 @@ fn main() -> anyhow::Result<()> {
     println!("floor: {:.3} CPU s per million lines", report.floor.cpu_s_per_m_lines);
     println!("written: {} and {}", md.display(), json.display());
     Ok(())
+}
+
+/// The `wal` section of an acknowledgement mode of `--acks`.
+fn wal_yaml(ack: &str) -> Option<&'static str> {
+    match ack {
+        "on_disk" => Some("wal:\n  ack: on_disk\n"),
+        "on_disk_fsync" => Some("wal:\n  ack: on_disk\n  fsync: batch\n"),
+        "in_memory" => Some("wal:\n  ack: in_memory\n"),
+        _ => None,
+    }
 }
 
 /// The work tree's commit, `+dirty` with uncommitted changes; `None` outside git.
