@@ -115,7 +115,10 @@ impl SegmentReader {
         }
         let mut want = HEADER_LEN as u64;
         loop {
-            let have = self.fill(offset, (offset + want.max(CHUNK as u64)).min(end))?;
+            let target = (offset + want.max(CHUNK as u64)).min(end);
+            let have = self.fill(offset, target)?;
+            // The file ends before `end` (cut short under us): nothing more is whole.
+            let complete = have as u64 == target - offset;
             let at = (offset - self.start) as usize;
             match parse(&self.buf[at..at + have]) {
                 Frame::Record { len, .. } => {
@@ -125,9 +128,7 @@ impl SegmentReader {
                     };
                     return Ok(Read::Record { payload, next });
                 }
-                Frame::Partial { need } if offset + need as u64 <= end && need as u64 > have as u64 => {
-                    want = need as u64;
-                }
+                Frame::Partial { need } if complete && offset + need as u64 <= end => want = need as u64,
                 Frame::Partial { .. } => return Ok(Read::End),
                 Frame::Damaged => return Ok(Read::Damaged { resume: self.find_magic(offset + 1, end)? }),
             }
@@ -261,6 +262,13 @@ mod tests {
         assert_eq!(offset, len);
         // A reader limited to less than a whole record sees the end, not damage.
         assert_eq!(r.read(0, 5).expect("read"), Read::End);
+        // So does one told the file is longer than it is.
+        let mut r = SegmentReader::new(f.reopen().expect("reopen"));
+        assert_eq!(r.read(len - 3, len + 100).expect("read"), Read::Damaged { resume: None });
+        let cut = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(cut.path(), &bytes[..HEADER_LEN + 1]).expect("write");
+        let mut r = SegmentReader::new(cut.reopen().expect("reopen"));
+        assert_eq!(r.read(0, len).expect("read"), Read::End, "a short file is not a loop");
     }
 
     #[test]
