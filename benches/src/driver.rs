@@ -336,10 +336,20 @@ async fn paced(
     (total, start.elapsed())
 }
 
-/// `sluice_queue_entries` from sluice's `/metrics`.
-async fn queue_entries(client: &reqwest::Client, sluice: &SluiceProcess) -> Option<f64> {
+/// What sluice still holds undelivered: entries in its queue plus bytes of its write-ahead log
+/// that some sink has not confirmed (the lag gauge is refreshed five times a second).
+async fn held(client: &reqwest::Client, sluice: &SluiceProcess) -> Option<f64> {
     let text = client.get(sluice.url("/metrics")).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix("sluice_queue_entries ")).and_then(|v| v.trim().parse().ok())
+    let queue: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_queue_entries "))
+        .and_then(|v| v.trim().parse().ok())?;
+    let lag: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("sluice_wal_sink_lag_bytes{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum();
+    Some(queue + lag)
 }
 
 /// Selected counters from sluice's `/metrics` (statuses, retries, drops).
@@ -370,12 +380,13 @@ async fn settle(client: &reqwest::Client, sluice: &SluiceProcess, receiver: &Rec
             last = now;
             stable_since = Instant::now();
         }
-        let empty = match queue_entries(client, sluice).await {
+        let empty = match held(client, sluice).await {
             Some(q) => q == 0.0,
             // No gauge: fall back to a quiet receiver for longer than a batch wait.
             None => stable_since.elapsed() > Duration::from_secs(2),
         };
-        if empty && stable_since.elapsed() >= Duration::from_millis(200) {
+        // Longer than the lag gauge's refresh, so a zero is not a stale one.
+        if empty && stable_since.elapsed() >= Duration::from_millis(400) {
             return true;
         }
         if Instant::now() > deadline {

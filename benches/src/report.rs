@@ -205,6 +205,23 @@ impl Report {
     }
 }
 
+/// The work tree's commit, `+dirty` with uncommitted changes; `None` outside git.
+pub fn commit() -> Option<String> {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let out =
+        std::process::Command::new("git").args(["-C", dir, "rev-parse", "--short", "HEAD"]).output().ok()?;
+    let mut commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    if commit.is_empty() {
+        return None;
+    }
+    let status =
+        std::process::Command::new("git").args(["-C", dir, "status", "--porcelain"]).output().ok()?;
+    if !status.stdout.is_empty() {
+        commit.push_str("+dirty");
+    }
+    Some(commit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use clap::Parser;
 
 use sluice_benches::driver::{self, BodyFormat, KNOWN_CONFIGS, Row, RunSettings};
 use sluice_benches::procfs;
-use sluice_benches::report::Report;
+use sluice_benches::report::{self, Report};
 use sluice_benches::workload::rfc3339_micros;
 
 /// Pushes the reference workload at the real sluice binary and reports throughput, CPU per
@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let report = Report {
         finished_at: rfc3339_micros(now_ns as i64)[..19].to_string() + "Z",
-        commit: commit(),
+        commit: report::commit(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg_before,
@@ -176,21 +176,4 @@ fn wal_yaml(ack: &str) -> Option<&'static str> {
         "in_memory" => Some("wal:\n  ack: in_memory\n"),
         _ => None,
     }
-}
-
-/// The work tree's commit, `+dirty` with uncommitted changes; `None` outside git.
-fn commit() -> Option<String> {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let out =
-        std::process::Command::new("git").args(["-C", dir, "rev-parse", "--short", "HEAD"]).output().ok()?;
-    let mut commit = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    if commit.is_empty() {
-        return None;
-    }
-    let status =
-        std::process::Command::new("git").args(["-C", dir, "status", "--porcelain"]).output().ok()?;
-    if !status.stdout.is_empty() {
-        commit.push_str("+dirty");
-    }
-    Some(commit)
 }
