@@ -146,13 +146,16 @@ struct State {
     head: Position,
     /// Acknowledgements waiting for the next sync (`fsync: batch`).
     waiting: Vec<Ack>,
-    /// Written since the last sync.
-    dirty: bool,
+    /// Bytes written since the last sync.
+    dirty: u64,
     /// No more appends (shutdown).
     closed: bool,
     /// The syncer's last round is due.
     stopping: bool,
 }
+
+/// With `fsync: interval`, a sync starts early once this much is unsynced.
+const SYNC_EARLY_BYTES: u64 = 8 << 20;
 
 /// How often cursors are saved and delivered segments removed: often, because what a sink
 /// delivered after its last saved cursor is delivered again after a crash.
@@ -220,7 +223,7 @@ impl Wal {
             total,
             head,
             waiting: Vec::new(),
-            dirty: false,
+            dirty: 0,
             closed: false,
             stopping: false,
         };
@@ -300,7 +303,10 @@ impl Wal {
         let (id, end) = (s.active_id, s.head.offset);
         s.segments.insert(id, end);
         s.total += len;
-        s.dirty = true;
+        s.dirty += len;
+        // Many small syncs stall writers less than one large one (a sync of the file holds
+        // back writes to it on common filesystems), so do not let a whole interval pile up.
+        let sync_early = s.dirty >= SYNC_EARLY_BYTES;
         metrics::counter!("sluice_wal_appended_bytes_total").increment(len);
         metrics::counter!("sluice_wal_appended_records_total").increment(1);
         match self.fsync {
@@ -312,6 +318,9 @@ impl Wal {
             FsyncPolicy::Interval => {
                 drop(s);
                 drop(ack);
+                if sync_early {
+                    self.sync_wanted.notify_one();
+                }
             }
         }
         self.appended.notify_all();
@@ -397,12 +406,12 @@ impl Wal {
         loop {
             let (acks, file, dirty, stopping) = {
                 let mut s = self.lock();
-                if s.waiting.is_empty() && !s.stopping {
+                if s.waiting.is_empty() && !s.stopping && s.dirty < SYNC_EARLY_BYTES {
                     s = self.sync_wanted.wait_timeout(s, tick).unwrap_or_else(|p| p.into_inner()).0;
                 }
-                let interval_due = last_sync.elapsed() >= self.fsync_interval;
-                let sync_now = !s.waiting.is_empty() || s.stopping || interval_due;
-                let dirty = sync_now && std::mem::take(&mut s.dirty);
+                let due = last_sync.elapsed() >= self.fsync_interval || s.dirty >= SYNC_EARLY_BYTES;
+                let sync_now = !s.waiting.is_empty() || s.stopping || due;
+                let dirty = sync_now && std::mem::take(&mut s.dirty) > 0;
                 (std::mem::take(&mut s.waiting), Arc::clone(&s.active), dirty, s.stopping)
             };
             if dirty {
