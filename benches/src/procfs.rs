@@ -61,6 +61,14 @@ pub fn thread_cpu_ns(ticks_per_second: u64) -> io::Result<u64> {
     Ok(ticks * 1_000_000_000 / ticks_per_second)
 }
 
+/// The 1, 5 and 15 minute load averages of the machine (`/proc/loadavg`), for the reports:
+/// other work on a shared machine skews the figures. Empty where it cannot be read.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

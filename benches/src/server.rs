@@ -12,6 +12,22 @@ use anyhow::{Context as _, bail};
 /// How long sluice may take to answer `GET /ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The sluice binary to measure: `given`, else `sluice` beside the running program
+/// (`target/release/sluice` for the bench binaries); an error says how to build it.
+pub fn sluice_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?.with_file_name("sluice"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no sluice binary at {}: build it with `cargo build --release -p sluice`, or pass --sluice",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// A running sluice; killed when dropped if not stopped.
 pub struct SluiceProcess {
     child: Option<Child>,

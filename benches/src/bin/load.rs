@@ -88,17 +88,9 @@ fn main() -> anyhow::Result<()> {
     if args.connections == 0 || args.pushes == 0 || args.duration.is_zero() {
         bail!("--connections, --pushes and --duration must be positive");
     }
-    let sluice = match args.sluice.clone() {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("sluice"),
-    };
-    if !sluice.is_file() {
-        bail!("{} does not exist; build it with: cargo build --release -p sluice", sluice.display());
-    }
+    let sluice = sluice_benches::server::sluice_binary(args.sluice.as_deref())?;
     let ticks = procfs::clock_ticks();
-    let loadavg_before = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
+    let loadavg_before = procfs::loadavg();
 
     eprintln!("generating {} pushes (seed {})…", args.pushes, args.seed);
     let prepared = driver::prepare(args.seed, args.pushes, &args.formats);

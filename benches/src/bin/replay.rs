@@ -41,13 +41,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let sluice = match &args.sluice {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("sluice"),
-    };
-    if !sluice.is_file() {
-        bail!("no sluice binary at {} (build it with --release, or pass --sluice)", sluice.display());
-    }
+    let sluice = sluice_benches::server::sluice_binary(args.sluice.as_deref())?;
     let dir = tempfile::Builder::new().prefix("sluice-replay-bench-").tempdir()?;
     let archive = dir.path().join("archive");
     let (entries, line_bytes, object_bytes) = write_archive(&archive, &dir.path().join("spool"), &args)?;

@@ -140,17 +140,9 @@ fn main() -> anyhow::Result<()> {
     if args.connections == 0 || args.log_size.as_u64() == 0 {
         bail!("--connections and --log-size must be positive");
     }
-    let sluice = match args.sluice.clone() {
-        Some(p) => p,
-        None => std::env::current_exe()?.with_file_name("sluice"),
-    };
-    if !sluice.is_file() {
-        bail!("{} does not exist; build it with: cargo build --release -p sluice", sluice.display());
-    }
+    let sluice = sluice_benches::server::sluice_binary(args.sluice.as_deref())?;
     let ticks = procfs::clock_ticks();
-    let loadavg_before = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
+    let loadavg_before = procfs::loadavg();
 
     eprintln!("generating {DISTINCT_PUSHES} pushes (seed {})…", args.seed);
     let prepared = driver::prepare(args.seed, DISTINCT_PUSHES, &[BodyFormat::Protobuf]);
