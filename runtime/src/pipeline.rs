@@ -356,6 +356,10 @@ impl Worker {
             if let Err(e) = wal.append(&self.record, to.ack.clone()) {
                 to.ack.fail_with(e.ack_kind(), e.to_string());
             }
+            // One huge push must not leave every worker holding a buffer of its size.
+            if self.record.capacity() > RECORD_BUFFER_KEPT {
+                self.record = Vec::new();
+            }
             return;
         }
         let Some((last, rest)) = sinks.split_last() else { return };
@@ -371,6 +375,9 @@ impl Worker {
         }
     }
 }
+
+/// Largest log-record buffer a worker keeps between jobs.
+const RECORD_BUFFER_KEPT: usize = 4 << 20;
 
 /// How a job's output is handed on, and what it answers to.
 struct Delivery<'a> {

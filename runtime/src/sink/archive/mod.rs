@@ -142,7 +142,11 @@ impl ArchiveSink {
                         // The entries are in the spool now, and their objects hold shares of
                         // the mark; every other reference to it has gone with the closure.
                         drop(charge);
-                        if let Ok((_, Some(mark))) = Arc::try_unwrap(written) {
+                        // A writer that panicked left no spool: then the entries are not
+                        // written, and the mark is dropped unsettled (kept in the log).
+                        if self.spool.is_some()
+                            && let Ok((_, Some(mark))) = Arc::try_unwrap(written)
+                        {
                             mark.settle();
                         }
                     }
