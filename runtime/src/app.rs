@@ -1,8 +1,10 @@
 //! Wiring: starts the sinks, the pipeline workers and the HTTP server, and owns shutdown.
 //!
 //! Shutdown runs front to back so nothing accepted is dropped on the way: stop answering ready,
-//! stop accepting and finish in-flight requests, let the workers drain their queues, then let
-//! each sink flush what it holds — all within `server.shutdown_timeout`. Reloads build a new
+//! stop accepting and finish in-flight requests, let the workers drain their queues into the
+//! write-ahead log (or, `in_memory`, the sinks), let the log's readers hand the sinks what is
+//! left, then let each sink flush what it holds — all within `server.shutdown_timeout`. What a
+//! sink has not delivered by then stays in the log for the next start. Reloads build a new
 //! [`Generation`] over the same running sinks ([`crate::reload`]).
 
 use std::sync::Arc;
@@ -193,9 +195,11 @@ fn stage_plans(
         .collect()
 }
 
-/// Opens the write-ahead log when some route or tenant acknowledges `on_disk`.
+/// Opens the write-ahead log when some route or tenant acknowledges `on_disk`, or when an
+/// earlier run left records in it (they are delivered even if nothing uses the log any more).
 fn open_wal(config: &Config) -> anyhow::Result<Option<Arc<Wal>>> {
-    if !WalConfig::in_use(config) {
+    let dir = config.wal.dir.clone().unwrap_or_else(|| config.data_dir.join("wal"));
+    if !WalConfig::in_use(config) && !crate::wal::has_segments(&dir) {
         return Ok(None);
     }
     let sinks: Vec<String> = config.sinks.keys().cloned().collect();

@@ -184,7 +184,7 @@ async fn one_sink_down_does_not_hold_back_another() {
 }
 
 #[tokio::test]
-async fn sigterm_with_loki_down_exits_zero_and_the_next_start_delivers() {
+async fn sigterm_with_loki_down_exits_zero_and_the_next_start_delivers_even_in_memory() {
     let loki = Receiver::start();
     loki.set_down(true);
     let data = tempfile::tempdir().expect("data dir");
@@ -205,7 +205,9 @@ async fn sigterm_with_loki_down_exits_zero_and_the_next_start_delivers() {
     assert_eq!(loki.total(), 0);
 
     loki.set_down(false);
-    let sluice = start(&config, data.path()).await;
+    // Even a configuration that no longer acknowledges on disk delivers what the log holds.
+    let in_memory = loki_config(&loki.url(), "wal: { ack: in_memory }\n");
+    let sluice = start(&in_memory, data.path()).await;
     ok_or_logs(loki.wait_for(lines.len(), DELIVERY).await, &sluice);
     loki.settle(Duration::from_millis(300), Duration::from_secs(5)).await;
     let mut expected = lines;

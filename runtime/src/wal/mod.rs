@@ -482,6 +482,12 @@ impl Wal {
     }
 }
 
+/// True when `dir` holds segments (an earlier run's log, possibly with undelivered records).
+pub fn has_segments(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .is_ok_and(|entries| entries.flatten().any(|e| e.file_name().to_str().and_then(segment_id).is_some()))
+}
+
 /// Log bytes from `from` to `to`.
 fn bytes_between(segments: &BTreeMap<u64, u64>, from: Position, to: Position) -> u64 {
     segments
