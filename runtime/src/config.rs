@@ -284,6 +284,10 @@ pub enum AckMode {
     InMemory,
     /// Once the processed batch is in the write-ahead log (synced as `wal.fsync` says).
     OnDisk,
+    /// Once every sink has delivered the processed batch (the archive: once it is in the
+    /// spool), or refused it; the log is not used. A push that waits longer than
+    /// `wal.delivery_timeout` is answered 503, and may still be delivered.
+    OnDelivery,
 }
 
 /// When the write-ahead log is synced to disk.
@@ -316,6 +320,9 @@ pub struct WalConfig {
     pub fsync_interval: Duration,
     /// Per sink, most bytes read from the log and not yet delivered.
     pub read_ahead: ByteSize,
+    /// With `ack: on_delivery`, how long a push waits for its sinks before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
 }
 
 impl Default for WalConfig {
@@ -328,6 +335,7 @@ impl Default for WalConfig {
             fsync: FsyncPolicy::Interval,
             fsync_interval: Duration::from_secs(1),
             read_ahead: ByteSize::mib(16),
+            delivery_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -838,6 +846,9 @@ impl Config {
                 "wal.fsync_interval",
                 "must be longer than 0 (use `fsync: batch` to sync every push)",
             ));
+        }
+        if self.wal.delivery_timeout.is_zero() {
+            errors.push(err("wal.delivery_timeout", "must be longer than 0"));
         }
         if self.wal.read_ahead.as_u64() == 0 {
             errors.push(err("wal.read_ahead", "must be larger than 0"));
@@ -1360,8 +1371,11 @@ tenants: { overrides: { t: { ack: in_memory } } }
         let errors = cfg.validate(no_selector_check).expect_err("invalid");
         let locations: Vec<&str> = errors.0.iter().map(|e| e.location.as_str()).collect();
         assert_eq!(locations, ["wal.segment_size", "wal.max_size", "wal.fsync_interval"], "{errors}");
-        let e = Config::parse("wal: { ack: on_delivery }\n", env).expect_err("unknown mode");
-        assert!(e.to_string().contains("on_delivery"), "{e}");
+        let e = Config::parse("wal: { ack: eventually }\n", env).expect_err("unknown mode");
+        assert!(e.to_string().contains("eventually"), "{e}");
+        let delivery = Config::parse("wal: { ack: on_delivery }\n", env).expect("parses");
+        assert!(AckMode::OnDelivery > AckMode::OnDisk, "the strongest promise");
+        assert!(!WalConfig::in_use(&delivery), "on_delivery needs no log");
         let plain = Config::parse("wal: { ack: in_memory }\n", env).expect("parses");
         assert!(!WalConfig::in_use(&plain));
         assert_eq!(Config::embedded_default().wal.ack, AckMode::OnDisk, "on disk by default");

@@ -181,8 +181,10 @@ pub enum AckFailureKind {
     Failed,
     /// Sluice is at capacity: retry later (429).
     Overloaded,
-    /// Sluice cannot take data now, e.g. its disk is full (503).
+    /// Sluice cannot take data now, e.g. its disk is full, or a sink cannot deliver (503).
     Unavailable,
+    /// A sink refused the data for good, e.g. Loki answered 400 (400).
+    Rejected,
 }
 
 /// A share of a batch's acknowledgement. Clone it for every part a batch is split into; when
@@ -213,6 +215,11 @@ impl Ack {
     /// Marks the batch failed; the first reason wins.
     pub fn fail(&self, reason: impl Into<String>) {
         self.fail_with(AckFailureKind::Failed, reason);
+    }
+
+    /// True when both are shares of the same acknowledgement.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.state, &other.state)
     }
 
     /// Marks the batch failed with a kind that tells the client what to do; the first wins.

@@ -130,8 +130,8 @@ pub struct Job {
     pub batch: Batch,
     pub ack: Ack,
     pub charge: Arc<Charge>,
-    /// When the push may be acknowledged: after the sinks got it in memory, or once it is in
-    /// the write-ahead log.
+    /// When the push may be acknowledged: after the sinks got it in memory, once it is in the
+    /// write-ahead log, or once the sinks have delivered it.
     pub ack_mode: AckMode,
 }
 
@@ -362,14 +362,21 @@ impl Worker {
             }
             return;
         }
+        // `on_delivery`: a share of the acknowledgement rides with the batch into every sink.
+        let ack = (to.mode == AckMode::OnDelivery).then_some(to.ack);
         let Some((last, rest)) = sinks.split_last() else { return };
         for sink in rest {
-            let input = SinkInput { batch: batch.clone(), charge: Arc::clone(to.charge), mark: None };
+            let input = SinkInput {
+                batch: batch.clone(),
+                charge: Arc::clone(to.charge),
+                mark: None,
+                ack: ack.cloned(),
+            };
             if sink.sender.send(input).is_err() {
                 to.ack.fail(format!("sink `{}` has stopped", sink.name));
             }
         }
-        let input = SinkInput { batch, charge: Arc::clone(to.charge), mark: None };
+        let input = SinkInput { batch, charge: Arc::clone(to.charge), mark: None, ack: ack.cloned() };
         if last.sender.send(input).is_err() {
             to.ack.fail(format!("sink `{}` has stopped", last.name));
         }

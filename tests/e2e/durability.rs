@@ -214,3 +214,36 @@ async fn sigterm_with_loki_down_exits_zero_and_the_next_start_delivers_even_in_m
     expected.sort();
     assert_eq!(loki.lines("keep"), expected, "delivered after the restart, once");
 }
+
+#[tokio::test]
+async fn on_delivery_answers_once_loki_has_the_lines_or_says_why_not() {
+    let loki = Receiver::start();
+    let extra = "wal: { ack: on_delivery, delivery_timeout: 2s }\n";
+    let sluice = Sluice::start(&loki_config(&loki.url(), extra)).await;
+    let t0 = now_ns() - 1_000_000_000;
+
+    // Delivered: the 204 comes after Loki stored the lines.
+    loki.delay_next(1, Duration::from_millis(400));
+    let begun = Instant::now();
+    let resp = sluice.push_proto(Some("d"), &one(r#"{app="d"}"#, vec![entry(t0, "confirmed")])).await;
+    assert_eq!(resp.status, 204, "{}", resp.body);
+    assert!(begun.elapsed() >= Duration::from_millis(400), "answered before Loki: {:?}", begun.elapsed());
+    assert_eq!(loki.lines("d"), ["confirmed"], "Loki has the line when the push is answered");
+
+    // Refused by Loki: the client gets Loki's 400, not a 204.
+    loki.fail_matching("poison", 400, 10);
+    let resp = sluice.push_proto(Some("d"), &one(r#"{app="d"}"#, vec![entry(t0 + 1, "poison")])).await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert!(resp.body.contains("did not deliver 1 entries (1 rejected)"), "{}", resp.body);
+
+    // Loki down: 503 after delivery_timeout, and the line still arrives later (at least once).
+    loki.set_down(true);
+    let begun = Instant::now();
+    let resp = sluice.push_proto(Some("d"), &one(r#"{app="d"}"#, vec![entry(t0 + 2, "late")])).await;
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    assert!(resp.body.contains("wal.delivery_timeout"), "{}", resp.body);
+    assert!(begun.elapsed() >= Duration::from_secs(2), "{:?}", begun.elapsed());
+    loki.set_down(false);
+    ok_or_logs(loki.wait_for(2, DELIVERY).await, &sluice);
+    assert_eq!(loki.lines("d"), ["confirmed", "late"]);
+}

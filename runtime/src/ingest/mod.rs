@@ -41,6 +41,8 @@ pub struct Ingest {
     pub budget: Arc<Budget>,
     /// The write-ahead log, when some route or tenant acknowledges `on_disk`.
     pub wal: Option<Arc<Wal>>,
+    /// How long an `on_delivery` push waits for its sinks.
+    pub delivery_timeout: std::time::Duration,
     pub max_body_size: u64,
     pub max_decompressed_size: usize,
     /// Cleared when shutdown begins, so load balancers stop sending.
@@ -61,6 +63,7 @@ impl Ingest {
             pipeline,
             budget,
             wal: None,
+            delivery_timeout: config.wal.delivery_timeout,
             max_body_size: config.server.max_body_size.as_u64(),
             max_decompressed_size: usize::try_from(config.server.max_decompressed_size.as_u64())
                 .unwrap_or(usize::MAX),
@@ -277,6 +280,8 @@ async fn dispatch(s: &Ingest, tenant_info: &Tenant, batch: Batch) -> Result<(), 
             )));
         }
     }
+    let waits_for_delivery =
+        parts.iter().enumerate().any(|(i, p)| p.is_some() && ack_mode(i / workers) == AckMode::OnDelivery);
     let (ack, waiter) = Ack::new();
     let jobs = parts.into_iter().enumerate().filter_map(|(i, part)| {
         let batch = part?;
@@ -293,12 +298,24 @@ async fn dispatch(s: &Ingest, tenant_info: &Tenant, batch: Batch) -> Result<(), 
     s.pipeline.submit(jobs).map_err(|_| IngestError::ShuttingDown)?;
     drop(ack);
     drop(charge);
-    match waiter.await {
+    let outcome = if waits_for_delivery {
+        let Ok(outcome) = tokio::time::timeout(s.delivery_timeout, waiter).await else {
+            return Err(IngestError::Unavailable(format!(
+                "the sinks did not confirm the push within {} (wal.delivery_timeout); its lines may still be delivered",
+                humantime::format_duration(s.delivery_timeout)
+            )));
+        };
+        outcome
+    } else {
+        waiter.await
+    };
+    match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(failure)) => Err(match failure.kind {
             AckFailureKind::Failed => IngestError::NotProcessed(failure.message),
             AckFailureKind::Overloaded => IngestError::Overloaded(failure.message),
             AckFailureKind::Unavailable => IngestError::Unavailable(failure.message),
+            AckFailureKind::Rejected => IngestError::Rejected(failure.message),
         }),
         Err(_) => Err(IngestError::NotProcessed("the pipeline dropped the batch".into())),
     }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::buffer::Charge;
 use crate::config::SinkConfig;
-use crate::model::{Batch, Entry, LabelSet, Stream};
+use crate::model::{Ack, Batch, Entry, LabelSet, Stream};
 use crate::wal::Mark;
 
 /// What a sink receives: a processed batch, the budget charge that holds its memory, and,
@@ -29,6 +29,9 @@ pub struct SinkInput {
     /// Settle it once the entries are delivered (or dropped for good); dropped unsettled, the
     /// record stays in the log and is delivered again after a restart.
     pub mark: Option<Mark>,
+    /// `on_delivery`: a share of the push's acknowledgement, dropped once the entries are
+    /// delivered, and failed first if they were refused.
+    pub ack: Option<Ack>,
 }
 
 /// The sending side of a sink's channel.
@@ -80,6 +83,8 @@ pub struct Pending {
     pub charges: Vec<Arc<Charge>>,
     /// Log records whose entries are in here; settled once delivered.
     pub marks: Vec<Mark>,
+    /// Acknowledgements (`on_delivery`) waiting for these entries.
+    pub acks: Vec<Ack>,
     started: Instant,
     /// Streams of `batch` by label fingerprint (a collision just means two candidates).
     index: HashMap<u64, Vec<usize>>,
@@ -93,6 +98,7 @@ impl Pending {
             entries: 0,
             charges: Vec::new(),
             marks: Vec::new(),
+            acks: Vec::new(),
             started: now,
             index: HashMap::new(),
         }
@@ -109,6 +115,7 @@ impl Pending {
             entries,
             charges: Vec::new(),
             marks: Vec::new(),
+            acks: Vec::new(),
             started: Instant::now(),
             index: HashMap::new(),
         }
@@ -131,7 +138,12 @@ impl Pending {
         streams[i].entries.push(entry);
     }
 
-    fn hold(&mut self, charge: &Arc<Charge>, mark: Option<&Mark>) {
+    fn hold(&mut self, charge: &Arc<Charge>, mark: Option<&Mark>, ack: Option<&Ack>) {
+        if let Some(ack) = ack
+            && !self.acks.last().is_some_and(|a| a.same(ack))
+        {
+            self.acks.push(ack.clone());
+        }
         if !self.charges.last().is_some_and(|c| Arc::ptr_eq(c, charge)) {
             self.charges.push(Arc::clone(charge));
         }
@@ -166,7 +178,7 @@ impl Batcher {
     /// Adds an input; returns the batches it filled.
     pub fn push(&mut self, input: SinkInput) -> Vec<Pending> {
         let now = Instant::now();
-        let SinkInput { batch, charge, mark } = input;
+        let SinkInput { batch, charge, mark, ack } = input;
         let tenant = batch.tenant;
         let mut full = Vec::new();
         for stream in batch.streams {
@@ -181,7 +193,7 @@ impl Batcher {
                     full.push(done);
                 }
                 pending.add(&stream.labels, entry);
-                pending.hold(&charge, mark.as_ref());
+                pending.hold(&charge, mark.as_ref(), ack.as_ref());
             }
         }
         // Every pending batch with entries of the record holds a share now.
@@ -231,6 +243,7 @@ mod tests {
             batch: Batch { tenant: tenant.into(), streams: vec![Stream { labels, entries }] },
             charge,
             mark: None,
+            ack: None,
         }
     }
 

@@ -237,7 +237,7 @@ impl Reader {
                     };
                     let Some(charge) = self.charge(&batch) else { break };
                     let mark = self.tracker.begin(record_at, at);
-                    let input = SinkInput { batch, charge: Arc::new(charge), mark: Some(mark) };
+                    let input = SinkInput { batch, charge: Arc::new(charge), mark: Some(mark), ack: None };
                     if let Err(e) = self.sink.send(input) {
                         // The sink has stopped; the record stays in the log.
                         drop(e);

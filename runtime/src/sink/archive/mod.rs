@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::archive::key::KeyTemplate;
 use crate::archive::store;
 use crate::config::ArchiveSinkConfig;
+use crate::model::AckFailureKind;
 use crate::sink::{ShutdownDeadline, SinkInput};
 
 /// How long before the shutdown deadline the sink stops waiting for uploads.
@@ -135,7 +136,9 @@ impl ArchiveSink {
                 input = rx.recv() => match input {
                     Some(input) => {
                         self.wait_for_spool_space(open_bytes).await;
-                        let SinkInput { batch, charge, mark } = input;
+                        // `on_delivery` acknowledgements are released once the entries are in
+                        // the spool, when `ack` is dropped at the end of this arm.
+                        let SinkInput { batch, charge, mark, ack } = input;
                         let written = Arc::new((batch, mark));
                         let op = Arc::clone(&written);
                         open_bytes = self.with_spool(move |spool, now| spool.write(&op.0, op.1.as_ref(), now)).await;
@@ -149,6 +152,10 @@ impl ArchiveSink {
                         {
                             mark.settle();
                         }
+                        if self.spool.is_none() && let Some(ack) = &ack {
+                            ack.fail_with(AckFailureKind::Unavailable, format!("archive sink `{}` has stopped", self.name));
+                        }
+                        drop(ack);
                     }
                     None => break,
                 },

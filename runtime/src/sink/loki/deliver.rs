@@ -24,7 +24,7 @@ use reqwest::header::RETRY_AFTER;
 use super::encode::Encoder;
 use super::retry::{self, RETRIES_EXHAUSTED, Verdict};
 use crate::config::RetryConfig;
-use crate::model::Stream;
+use crate::model::{AckFailureKind, Stream};
 use crate::sink::Pending;
 
 /// Most extra requests spent isolating refused entries of one batch.
@@ -101,7 +101,7 @@ enum Sent {
 /// Delivers `pending`, then releases its budget charges and confirms its log records: what was
 /// not delivered now was dropped for good (and counted), so it must not come back.
 pub async fn deliver(ctx: &Context, encoder: &mut Encoder, pending: Pending) -> Outcome {
-    let Pending { batch, charges, marks, .. } = pending;
+    let Pending { batch, charges, marks, acks, .. } = pending;
     let mut outcome = Outcome::default();
     let tenant = match &ctx.tenant {
         Some(t) => Ok(t.clone()),
@@ -120,6 +120,24 @@ pub async fn deliver(ctx: &Context, encoder: &mut Encoder, pending: Pending) -> 
     }
     drop(charges);
     Pending::settle_marks(marks);
+    if !acks.is_empty() && !outcome.dropped.is_empty() {
+        // `on_delivery` pushes learn what became of their lines: a refusal is the client's to
+        // fix (400), anything else may pass if it tries again (503).
+        let refused = outcome.dropped.iter().all(|(r, _)| r == retry::REJECTED || r == "payload_too_large");
+        let kind = if refused { AckFailureKind::Rejected } else { AckFailureKind::Unavailable };
+        let reasons: Vec<String> = outcome.dropped.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        let message = format!(
+            "sink `{}` did not deliver {} entries ({}): {}",
+            ctx.name,
+            outcome.dropped_total(),
+            reasons.join(", "),
+            outcome.message.as_deref().unwrap_or("")
+        );
+        for ack in &acks {
+            ack.fail_with(kind, message.clone());
+        }
+    }
+    drop(acks);
     for (reason, n) in &outcome.dropped {
         metrics::counter!("sluice_sink_dropped_entries_total", "sink" => Arc::clone(&ctx.name), "reason" => reason.clone())
             .increment(*n as u64);

@@ -230,7 +230,7 @@ fn input(budget: &Arc<Budget>, tenant: &str, streams: &[(&str, &[&str])]) -> Sin
         .collect();
     let batch = Batch { tenant: tenant.into(), streams };
     let charge = budget.try_charge(batch.entry_count() as u64, batch.size() as u64).expect("fits the budget");
-    SinkInput { batch, charge: Arc::new(charge), mark: None }
+    SinkInput { batch, charge: Arc::new(charge), mark: None, ack: None }
 }
 
 /// Runs the sink over `inputs` until it has flushed and stopped.
