@@ -65,7 +65,8 @@ struct Args {
     out: PathBuf,
     /// Acknowledgement modes to measure each configuration in (comma-separated): `on_disk`
     /// (sluice's default: the write-ahead log, synced every second), `on_disk_fsync` (synced
-    /// before every answer), `in_memory` (no log).
+    /// before every answer), `in_memory` (no log), `on_delivery` (answered once Loki has the
+    /// lines).
     #[arg(long, value_delimiter = ',', default_value = "on_disk")]
     acks: Vec<String>,
     /// Base name of the result files: `<out>/<name>.md` and `<out>/<name>.json`.
@@ -82,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     }
     for ack in &args.acks {
         if wal_yaml(ack).is_none() {
-            bail!("unknown acknowledgement mode {ack:?}; known: in_memory, on_disk, on_disk_fsync");
+            bail!("unknown acknowledgement mode {ack:?}; known: in_memory, on_disk, on_disk_fsync, on_delivery");
         }
     }
     if args.connections == 0 || args.pushes == 0 || args.duration.is_zero() {
@@ -166,6 +167,7 @@ fn wal_yaml(ack: &str) -> Option<&'static str> {
         "on_disk" => Some("wal:\n  ack: on_disk\n"),
         "on_disk_fsync" => Some("wal:\n  ack: on_disk\n  fsync: batch\n"),
         "in_memory" => Some("wal:\n  ack: in_memory\n"),
+        "on_delivery" => Some("wal:\n  ack: on_delivery\n"),
         _ => None,
     }
 }
