@@ -83,7 +83,9 @@ fn main() -> anyhow::Result<()> {
     }
     for ack in &args.acks {
         if wal_yaml(ack).is_none() {
-            bail!("unknown acknowledgement mode {ack:?}; known: in_memory, on_disk, on_disk_fsync, on_delivery");
+            bail!(
+                "unknown acknowledgement mode {ack:?}; known: in_memory, on_disk, on_disk_fsync, on_delivery"
+            );
         }
     }
     if args.connections == 0 || args.pushes == 0 || args.duration.is_zero() {
