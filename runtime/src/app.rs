@@ -198,8 +198,7 @@ fn stage_plans(
 /// Opens the write-ahead log when some route or tenant acknowledges `on_disk`, or when an
 /// earlier run left records in it (they are delivered even if nothing uses the log any more).
 fn open_wal(config: &Config) -> anyhow::Result<Option<Arc<Wal>>> {
-    let dir = config.wal.dir.clone().unwrap_or_else(|| config.data_dir.join("wal"));
-    if !WalConfig::in_use(config) && !crate::wal::has_segments(&dir) {
+    if !WalConfig::in_use(config) && !crate::wal::has_segments(&config.wal.dir_in(&config.data_dir)) {
         return Ok(None);
     }
     let sinks: Vec<String> = config.sinks.keys().cloned().collect();

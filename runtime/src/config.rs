@@ -341,6 +341,11 @@ impl Default for WalConfig {
 }
 
 impl WalConfig {
+    /// The log's directory: `dir`, else `<data_dir>/wal`.
+    pub fn dir_in(&self, data_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| data_dir.join("wal"))
+    }
+
     /// True when some route or tenant of `config` acknowledges on disk, i.e. the log is used.
     pub fn in_use(config: &Config) -> bool {
         let on_disk = |a: &Option<AckMode>| a.unwrap_or(config.wal.ack) == AckMode::OnDisk;

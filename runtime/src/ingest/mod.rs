@@ -272,12 +272,8 @@ async fn dispatch(s: &Ingest, tenant_info: &Tenant, batch: Batch) -> Result<(), 
     if let Some(wal) = &s.wal {
         let needs_log =
             parts.iter().enumerate().any(|(i, p)| p.is_some() && ack_mode(i / workers) == AckMode::OnDisk);
-        if needs_log && !wal.has_room() {
-            metrics::counter!("sluice_wal_append_errors_total", "reason" => "full").increment(1);
-            return Err(IngestError::Overloaded(format!(
-                "the write-ahead log is full ({} bytes, wal.max_size): a sink is behind; retry later",
-                wal.size()
-            )));
+        if needs_log {
+            wal.check_room().map_err(|e| IngestError::Overloaded(e.to_string()))?;
         }
     }
     let waits_for_delivery =

@@ -147,10 +147,8 @@ impl Pending {
         if !self.charges.last().is_some_and(|c| Arc::ptr_eq(c, charge)) {
             self.charges.push(Arc::clone(charge));
         }
-        if let Some(mark) = mark
-            && !self.marks.last().is_some_and(|m| m.same_record(mark))
-        {
-            self.marks.push(mark.share());
+        if let Some(mark) = mark {
+            mark.share_into(&mut self.marks);
         }
     }
 

@@ -170,7 +170,7 @@ impl Wal {
         sinks: &[String],
     ) -> Result<(Arc<Self>, Recovered), String> {
         let started = Instant::now();
-        let dir = config.dir.clone().unwrap_or_else(|| data_dir.join("wal"));
+        let dir = config.dir_in(data_dir);
         let context = |what: &str, e: io::Error| format!("write-ahead log {}: {what}: {e}", dir.display());
         fs::create_dir_all(dir.join("cursors")).map_err(|e| context("cannot create the directory", e))?;
         let mut segments = BTreeMap::new();
@@ -266,10 +266,20 @@ impl Wal {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True while an append of a typical push could still fit; ingest checks it to refuse
-    /// early with 429 rather than after the pipeline has run.
-    pub fn has_room(&self) -> bool {
-        self.lock().total < self.max_size
+    /// Whether a record could still be appended; ingest checks it to refuse early with 429
+    /// rather than after the pipeline has run.
+    pub fn check_room(&self) -> Result<(), AppendError> {
+        self.room(&self.lock(), 1)
+    }
+
+    /// `Full` (counted) when `len` more bytes do not fit; a record is always taken by an empty
+    /// log, so that one larger than `max_size` cannot be refused forever.
+    fn room(&self, s: &State, len: u64) -> Result<(), AppendError> {
+        if s.total > 0 && s.total + len > self.max_size {
+            metrics::counter!("sluice_wal_append_errors_total", "reason" => "full").increment(1);
+            return Err(AppendError::Full { size: s.total, max: self.max_size });
+        }
+        Ok(())
     }
 
     /// Bytes on disk.
@@ -285,10 +295,7 @@ impl Wal {
         if s.closed {
             return Err(AppendError::Closed);
         }
-        if s.total > 0 && s.total + len > self.max_size {
-            metrics::counter!("sluice_wal_append_errors_total", "reason" => "full").increment(1);
-            return Err(AppendError::Full { size: s.total, max: self.max_size });
-        }
+        self.room(&s, len)?;
         if s.head.offset > 0 && s.head.offset + len > self.segment_size {
             self.rotate(&mut s)?;
         }

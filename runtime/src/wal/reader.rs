@@ -122,9 +122,12 @@ impl Mark {
         Self { shared: Arc::clone(&self.shared), settled: false }
     }
 
-    /// True when both are shares of the same record.
-    pub fn same_record(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+    /// Adds a share to `marks`, the holds of one batch or object, unless its last one is of
+    /// the same record already (entries of a record arrive together).
+    pub fn share_into(&self, marks: &mut Vec<Mark>) {
+        if !marks.last().is_some_and(|m| Arc::ptr_eq(&m.shared, &self.shared)) {
+            marks.push(self.share());
+        }
     }
 
     /// This share's entries are delivered, or dropped for good (refused, out of retries).

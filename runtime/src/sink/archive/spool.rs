@@ -279,10 +279,8 @@ impl Spool {
                 let entries = indices.iter().map(|&i| &stream.entries[i]);
                 object.encoder.append(&batch.tenant, &stream.labels, &labels, entries, &mut self.scratch)?;
                 object.entries += indices.len() as u64;
-                if let Some(mark) = mark
-                    && !object.marks.last().is_some_and(|m| m.same_record(mark))
-                {
-                    object.marks.push(mark.share());
+                if let Some(mark) = mark {
+                    mark.share_into(&mut object.marks);
                 }
                 if object.encoder.written() >= self.config.max_object_size {
                     self.seal(&prefix)?;
