@@ -257,8 +257,8 @@ impl Target {
     }
 }
 
-fn clients(n: usize) -> anyhow::Result<Vec<reqwest::Client>> {
-    // One client per connection, each with one pooled keep-alive connection.
+/// One HTTP client per connection to push from, each with one pooled keep-alive connection.
+pub fn clients(n: usize) -> anyhow::Result<Vec<reqwest::Client>> {
     (0..n)
         .map(|_| {
             Ok(reqwest::Client::builder()

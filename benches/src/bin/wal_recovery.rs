@@ -346,14 +346,7 @@ async fn fill(
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicUsize::new(0));
     let mut pushers = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        // One client per connection, one pooled keep-alive connection each.
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(1)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(60))
-            .build()?;
+    for client in driver::clients(connections)? {
         let (url, bodies, stop, next) =
             (url.clone(), Arc::clone(bodies), Arc::clone(&stop), Arc::clone(&next));
         pushers.spawn(async move {
