@@ -33,6 +33,12 @@ struct TrackerState {
     saved: Option<Position>,
 }
 
+impl TrackerState {
+    fn cursor(&self) -> Position {
+        self.outstanding.front().map_or(self.read, |&(at, _)| at)
+    }
+}
+
 impl Tracker {
     pub fn new(sink: &str, start: Position) -> Self {
         // Unsaved at first, so that every configured sink has a cursor file after the first save.
@@ -47,8 +53,7 @@ impl Tracker {
     /// Where delivery resumes after a restart: the oldest record not confirmed, else the read
     /// position.
     pub fn cursor(&self) -> Position {
-        let s = self.lock();
-        s.outstanding.front().map_or(s.read, |&(at, _)| at)
+        self.lock().cursor()
     }
 
     /// Where the reader starts or goes on.
@@ -86,7 +91,7 @@ impl Tracker {
     /// The cursor, if it moved since it was last saved (and counts it saved).
     pub(super) fn take_unsaved(&self) -> Option<Position> {
         let mut s = self.lock();
-        let cursor = s.outstanding.front().map_or(s.read, |&(at, _)| at);
+        let cursor = s.cursor();
         if s.saved == Some(cursor) {
             return None;
         }
