@@ -247,3 +247,165 @@ async fn on_delivery_answers_once_loki_has_the_lines_or_says_why_not() {
     ok_or_logs(loki.wait_for(2, DELIVERY).await, &sluice);
     assert_eq!(loki.lines("d"), ["confirmed", "late"]);
 }
+
+/// A real filesystem that runs out of space: a tmpfs of a few MiB, unmounted on drop. Mounting
+/// needs root (CI's machines have it); elsewhere the full-disk test says it is skipped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "sluice-small-disk"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Self { dir }),
+            Ok(o) => {
+                eprintln!("SKIPPED: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim());
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Another program fills the disk: a ballast file takes every free byte.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join("ballast");
+        let mut file = std::fs::File::create(&path).expect("ballast");
+        let chunk = vec![0u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        // A partial chunk may still fit.
+        while file.write_all(&chunk[..512]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Pushes 50 lines of ~1 KB as push `p`; returns the answer and the lines.
+async fn push_kb_lines(sluice: &Sluice, p: i64, t0: i64) -> (push::Resp, Vec<String>) {
+    let lines: Vec<String> = (0..50).map(|n| format!("disk p{p} n{n} {}", "d".repeat(1000))).collect();
+    let entries = lines.iter().enumerate().map(|(n, l)| entry(t0 + p * 50 + n as i64, l)).collect();
+    (sluice.push_proto(Some("disk"), &one(r#"{app="disk"}"#, entries)).await, lines)
+}
+
+/// The full-disk campaign on a real 4 MiB filesystem under the log, with the default 64 MiB
+/// segments: the log fills the disk while Loki is down, then another program fills it; each
+/// time pushes get a clean 503, sluice survives a kill -9 and a start on the full disk, and
+/// accepts again once space returns. Afterwards Loki has exactly the lines that got a 204.
+#[tokio::test]
+async fn a_full_disk_answers_503_keeps_the_log_whole_and_recovers_when_space_returns() {
+    let Some(disk) = SmallDisk::mount(4 << 20) else { return };
+    let loki = Receiver::start();
+    loki.set_down(true);
+    let data = tempfile::tempdir().expect("data dir");
+    let extra = format!("wal: {{ dir: \"{}\", read_ahead: 64KiB }}\n", disk.path().display());
+    let config = loki_config(&loki.url(), &extra);
+    let mut sluice = start(&config, data.path()).await;
+    let t0 = now_ns() - 1_000_000_000;
+    let (mut accepted, mut p) = (BTreeSet::new(), 0i64);
+
+    // 1. With Loki down the log fills the disk: 503 with Retry-After, naming the disk error.
+    let refused = loop {
+        let (resp, lines) = push_kb_lines(&sluice, p, t0).await;
+        p += 1;
+        match resp.status {
+            204 => accepted.extend(lines),
+            503 => break resp,
+            other => panic!("push {p}: unexpected {other}: {}\n{}", resp.body, sluice.logs()),
+        }
+        assert!(p < 200, "no 503 after {p} pushes of 50 KB on a 4 MiB disk");
+    };
+    assert!(refused.body.contains("No space left on device"), "{}", refused.body);
+    assert!(refused.body.contains("write-ahead log"), "{}", refused.body);
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    assert!(accepted.len() > 1000, "only {} lines fitted before the disk was full", accepted.len());
+    for _ in 0..3 {
+        let (resp, _) = push_kb_lines(&sluice, p, t0).await;
+        p += 1;
+        assert_eq!(resp.status, 503, "the disk is still full: {}", resp.body);
+    }
+    let (_, metrics) = sluice.get("/metrics").await;
+    assert!(metrics.contains("sluice_wal_append_errors_total{reason=\"io\"}"), "io errors counted");
+    assert_eq!(
+        sluice.logs().matches("cannot write the write-ahead log").count(),
+        1,
+        "said once, not per push"
+    );
+
+    // 2. Loki is back: the log drains, its segment is removed, and pushes are accepted again.
+    loki.set_down(false);
+    ok_or_logs(loki.wait_for(accepted.len(), DELIVERY).await, &sluice);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (resp, lines) = push_kb_lines(&sluice, p, t0).await;
+        p += 1;
+        if resp.status == 204 {
+            accepted.extend(lines);
+            break;
+        }
+        assert_eq!(resp.status, 503, "{}", resp.body);
+        assert!(Instant::now() < deadline, "still 503 after the log drained\n{}", sluice.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 3. Another program fills the disk; sluice is killed meanwhile and starts on the full disk.
+    let ballast = disk.fill();
+    loop {
+        let (resp, lines) = push_kb_lines(&sluice, p, t0).await;
+        p += 1;
+        match resp.status {
+            204 => accepted.extend(lines),
+            503 => break,
+            other => panic!("unexpected {other}: {}", resp.body),
+        }
+        assert!(p < 400, "no 503 with the disk full");
+    }
+    sluice.kill();
+    let mut sluice = start(&config, data.path()).await;
+    let (resp, _) = push_kb_lines(&sluice, p, t0).await;
+    p += 1;
+    assert_eq!(resp.status, 503, "started on a full disk, answers 503: {}", resp.body);
+    std::fs::remove_file(ballast).expect("space returns");
+    let (resp, lines) = push_kb_lines(&sluice, p, t0).await;
+    assert_eq!(resp.status, 204, "space returned: {}\n{}", resp.body, sluice.logs());
+    accepted.extend(lines);
+
+    // 4. Exactly the acknowledged lines reach Loki: none lost, no refused push half-written.
+    ok_or_logs(loki.wait_for(accepted.len(), DELIVERY).await, &sluice);
+    loki.settle(Duration::from_millis(300), Duration::from_secs(5)).await;
+    let delivered: BTreeSet<String> = loki.lines("disk").into_iter().collect();
+    assert_eq!(
+        delivered.len(),
+        accepted.len(),
+        "delivered {} of {} acknowledged",
+        delivered.len(),
+        accepted.len()
+    );
+    assert!(delivered == accepted, "Loki has lines that were refused, or lacks acknowledged ones");
+    let (_, metrics) = sluice.get("/metrics").await;
+    assert!(!metrics.contains("sluice_wal_damaged_records_total"), "no damaged records:\n{metrics}");
+    eprintln!(
+        "full disk: {} lines acknowledged and delivered, {} duplicates, {} pushes refused with 503",
+        accepted.len(),
+        loki.duplicates(),
+        p as usize - accepted.len() / 50
+    );
+    let status = sluice.terminate(Duration::from_secs(10)).await.expect("exits");
+    assert!(status.success(), "{}", sluice.logs());
+}

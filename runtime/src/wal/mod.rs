@@ -20,7 +20,8 @@
 //!
 //! **Bounds.** The log takes at most `max_size` bytes; an append beyond it fails and ingest
 //! answers 429 with `Retry-After` until the slowest sink catches up. A failed write (a full
-//! disk) is cut back to the last whole record and answered with 503.
+//! disk) is cut back to the last whole record and answered with 503; the next append starts a
+//! new segment, so that the sinks' deliveries free space even on a disk smaller than a segment.
 //!
 //! **Durability.** `fsync: batch` syncs before a push is acknowledged (group commit: one sync
 //! covers every push that arrived meanwhile), so an acknowledged line survives a power loss.
@@ -42,6 +43,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -128,6 +130,8 @@ pub struct Wal {
     sync_wanted: Condvar,
     trackers: Vec<Arc<Tracker>>,
     syncer: Mutex<Option<JoinHandle<()>>>,
+    /// The last cursor save failed (warned once until one succeeds).
+    cursors_failing: AtomicBool,
 }
 
 impl std::fmt::Debug for Wal {
@@ -152,6 +156,10 @@ struct State {
     closed: bool,
     /// The syncer's last round is due.
     stopping: bool,
+    /// The last append failed to write (a full or failing disk). The next one starts a new
+    /// segment, so the active one can be removed once delivered: on a disk smaller than a
+    /// segment, that is what gives space back.
+    failing: bool,
 }
 
 /// With `fsync: interval`, a sync starts early once this much is unsynced.
@@ -226,6 +234,7 @@ impl Wal {
             dirty: 0,
             closed: false,
             stopping: false,
+            failing: false,
         };
         let wal = Arc::new(Self {
             dir,
@@ -238,6 +247,7 @@ impl Wal {
             sync_wanted: Condvar::new(),
             trackers,
             syncer: Mutex::new(None),
+            cursors_failing: AtomicBool::new(false),
         });
         let syncer = {
             let wal = Arc::clone(&wal);
@@ -296,15 +306,21 @@ impl Wal {
             return Err(AppendError::Closed);
         }
         self.room(&s, len)?;
-        if s.head.offset > 0 && s.head.offset + len > self.segment_size {
-            self.rotate(&mut s)?;
-        }
-        let at = s.head;
-        if let Err(e) = s.active.write_all_at(framed, at.offset) {
-            // Never leave a partial record behind a later one: cut back to the last whole one.
-            let _ = s.active.set_len(at.offset);
-            metrics::counter!("sluice_wal_append_errors_total", "reason" => "io").increment(1);
-            return Err(AppendError::Io(e));
+        let at = match self.write(&mut s, framed) {
+            Ok(at) => at,
+            Err(e) => {
+                metrics::counter!("sluice_wal_append_errors_total", "reason" => "io").increment(1);
+                if !s.failing {
+                    tracing::error!(dir = %self.dir.display(), error = %e,
+                        "cannot write the write-ahead log; pushes are answered 503 until a write succeeds");
+                }
+                s.failing = true;
+                return Err(AppendError::Io(e));
+            }
+        };
+        if s.failing {
+            tracing::info!(dir = %self.dir.display(), "the write-ahead log is writable again");
+            s.failing = false;
         }
         s.head.offset += len;
         let (id, end) = (s.active_id, s.head.offset);
@@ -331,6 +347,22 @@ impl Wal {
             }
         }
         self.appended.notify_all();
+        Ok(at)
+    }
+
+    /// Writes `framed` at the head, in a new segment when the active one is full or failed;
+    /// returns where it starts.
+    fn write(&self, s: &mut State, framed: &[u8]) -> io::Result<Position> {
+        let len = framed.len() as u64;
+        if s.head.offset > 0 && (s.failing || s.head.offset + len > self.segment_size) {
+            self.rotate(s)?;
+        }
+        let at = s.head;
+        if let Err(e) = s.active.write_all_at(framed, at.offset) {
+            // Never leave a partial record behind a later one: cut back to the last whole one.
+            let _ = s.active.set_len(at.offset);
+            return Err(e);
+        }
         Ok(at)
     }
 
@@ -452,11 +484,21 @@ impl Wal {
     /// Saves the cursors that moved, removes segments every sink is past, updates gauges.
     fn housekeep(&self) {
         for t in &self.trackers {
-            if let Some(cursor) = t.take_unsaved()
-                && let Err(e) = write_cursor(&cursor_path(&self.dir, &t.sink), cursor)
-            {
-                tracing::warn!(sink = %t.sink, error = %e, "cannot save the write-ahead log cursor");
-                t.unsave();
+            let Some(cursor) = t.take_unsaved() else { continue };
+            match write_cursor(&cursor_path(&self.dir, &t.sink), cursor) {
+                Ok(()) => {
+                    if self.cursors_failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!("write-ahead log cursors are saved again");
+                    }
+                }
+                Err(e) => {
+                    // Said once, not five times a second: a cursor saved late only means more
+                    // records are delivered again after a crash.
+                    if !self.cursors_failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(sink = %t.sink, error = %e, "cannot save the write-ahead log cursor");
+                    }
+                    t.unsave();
+                }
             }
         }
         let (removable, lags) = {
@@ -516,9 +558,12 @@ fn segment_id(name: &str) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
 }
 
-/// Creates segment `id` and syncs the directory, so the segment outlives a power loss.
+/// Creates segment `id` and syncs the directory, so the segment outlives a power loss. `id` is
+/// past every segment the log knows, so a file by that name can only be left by an earlier
+/// attempt that failed after creating it (a full disk): it is empty, and taken over.
 fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
-    let file = OpenOptions::new().read(true).write(true).create_new(true).open(segment_path(dir, id))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(true).open(segment_path(dir, id))?;
     File::open(dir)?.sync_all()?;
     Ok(file)
 }

@@ -257,3 +257,39 @@ fn cursors_of_removed_sinks_are_forgotten() {
     assert_eq!(cursor_path(dir.path(), "a/b.c").file_name().and_then(|n| n.to_str()), Some("a%2Fb%2Ec"));
     wal.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_write_is_refused_and_writing_goes_on_in_a_new_segment_so_the_old_one_can_go() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Segments far larger than what is written: only a failed write starts a new one.
+    let cfg = config(dir.path(), 1 << 20, 4 << 20, FsyncPolicy::Interval);
+    let (wal, _) = Wal::open(&cfg, dir.path(), &sinks(&["loki"])).expect("opens");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loki = follow(&wal, "loki", &stop);
+    append(&wal, &["loki"], &["before"]).expect("appends");
+    // The disk fails: writes to the active segment error from now on (a read-only handle).
+    {
+        let mut s = wal.lock();
+        let path = wal.segment_path(s.active_id);
+        s.active = Arc::new(File::open(path).expect("opens read-only"));
+    }
+    let err = append(&wal, &["loki"], &["refused"]).expect_err("the write fails");
+    assert!(matches!(err, AppendError::Io(_)), "{err}");
+    assert_eq!(err.ack_kind(), AckFailureKind::Unavailable, "answered 503");
+    let head = wal.lock().head;
+    append(&wal, &["loki"], &["after"]).expect("the next append starts a new segment and succeeds");
+    assert_eq!(wal.lock().active_id, head.segment + 1);
+
+    let (first, second) = (next(&mut loki).await, next(&mut loki).await);
+    assert_eq!((lines(&first), lines(&second)), (vec!["before".to_string()], vec!["after".to_string()]));
+    first.mark.expect("from the log").settle();
+    second.mark.expect("from the log").settle();
+    wal.housekeep();
+    assert!(!wal.segment_path(head.segment).exists(), "the segment written before the failure is removed");
+    stop.store(true, Ordering::Release);
+    wal.close();
+    assert!(wal.shutdown().is_empty());
+    // Nothing torn or damaged was left behind: a restart finds the log whole.
+    let (_, recovered) = Wal::open(&cfg, dir.path(), &sinks(&["loki"])).expect("reopens");
+    assert_eq!((recovered.torn_bytes, recovered.damaged), (0, 0));
+}
