@@ -265,6 +265,12 @@ async fn read_store(store: &Store) -> Result<(Vec<Object>, Vec<String>), String>
     Ok((objects, others))
 }
 
+/// The line of every record in `store`, each object checked against the format.
+pub(crate) async fn archived_lines(store: &Store) -> Result<Vec<String>, String> {
+    let (objects, _) = read_store(store).await?;
+    Ok(objects.into_iter().flat_map(|o| o.recs).map(|r| r.line).collect())
+}
+
 /// Polls `store` until it holds at least `n` records (objects appear whole, so this never sees
 /// half an object).
 async fn wait_for_records(store: &Store, n: usize, timeout: Duration) -> Result<Vec<Object>, String> {
@@ -435,7 +441,7 @@ fn run_until_exit(
 }
 
 #[tokio::test]
-async fn a_wrong_secret_a_missing_bucket_or_no_store_fails_the_start_with_a_hint() {
+async fn a_wrong_secret_or_a_missing_bucket_fails_the_start_with_a_hint_and_an_unreachable_store_does_not() {
     let s3 = S3Server::start("present").await;
     let config = |url: &str, endpoint: &str| {
         format!(
@@ -448,7 +454,6 @@ async fn a_wrong_secret_a_missing_bucket_or_no_store_fails_the_start_with_a_hint
             *v = "not-the-secret".into();
         }
     }
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
     let cases = [
         (
             "wrong secret",
@@ -457,12 +462,6 @@ async fn a_wrong_secret_a_missing_bucket_or_no_store_fails_the_start_with_a_hint
             "the store refused the credentials",
         ),
         ("missing bucket", config("s3://absent/x", &s3.endpoint()), s3.env(), "the bucket does not exist"),
-        (
-            "nothing listens",
-            config("s3://present/x", &format!("http://{closed}")),
-            s3.env(),
-            "the store cannot be reached",
-        ),
     ];
     for (what, config, env, hint) in cases {
         let (code, stderr, elapsed) = run_until_exit(&config, &env, Duration::from_secs(20));
@@ -486,6 +485,18 @@ async fn a_wrong_secret_a_missing_bucket_or_no_store_fails_the_start_with_a_hint
     }
     // Nothing was written to the bucket that exists.
     assert_eq!(s3::keys(&s3.store("")).await.expect("list"), Vec::<String>::new());
+
+    // A store that does not answer may only be down for now: sluice starts (a restart during an
+    // outage must not stop the gateway), says why the store cannot be used, and spools.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let unreachable = config("s3://present/x", &format!("http://{closed}"));
+    let sluice = start_on(&s3, unreachable, None).await;
+    let logs = sluice.logs();
+    assert!(
+        logs.contains("cannot write to s3://") && logs.contains("the store cannot be reached"),
+        "names the store and the cause: {logs}"
+    );
+    assert!(logs.contains("starting anyway"), "{logs}");
 }
 
 /// The spool's sealed objects waiting for upload.

@@ -1,6 +1,7 @@
-//! The write-ahead log end to end: a 204 survives `kill -9`, a sink outage fills the log and
-//! then turns into 429s, one sink's outage does not hold back another, and SIGTERM with Loki
-//! down keeps what is undelivered for the next start.
+//! The write-ahead log end to end: a 204 survives `kill -9` (alone, and together with a 429
+//! storm, a 400 per stream and the S3 store down), a sink outage fills the log and then turns
+//! into 429s, a full disk into 503s, one sink's outage does not hold back another, and SIGTERM
+//! with Loki down keeps what is undelivered for the next start.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::support::ok_or_logs;
 use crate::support::push::{self, entry, one};
 use crate::support::receiver::{Receiver, now_ns};
+use crate::support::s3::S3Server;
 use crate::support::sluice::{Options, Sluice, loki_config};
 
 const DELIVERY: Duration = Duration::from_secs(30);
@@ -20,12 +22,14 @@ async fn start(config: &str, data_dir: &std::path::Path) -> Sluice {
 }
 
 /// Pushes from `connections` concurrent clients until `stop` is set: pushes of 20 unique lines
-/// each, in order per client; returns the lines that were answered 204.
+/// each, in order per client; with `poison`, every fifth push also has a stream with one line
+/// Loki refuses (`POISON`). Returns the lines that were answered 204.
 async fn load(
     url: String,
     connections: usize,
     stop: Arc<std::sync::atomic::AtomicBool>,
     round: usize,
+    poison: bool,
 ) -> Vec<String> {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -36,11 +40,17 @@ async fn load(
             let t0 = now_ns();
             let mut p = 0i64;
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                let lines: Vec<String> =
+                let mut lines: Vec<String> =
                     (0..20).map(|n| format!("r{round} c{c} p{p} n{n} {}", "x".repeat(200))).collect();
                 let entries =
                     lines.iter().enumerate().map(|(n, l)| entry(t0 + p * 20 + n as i64, l)).collect();
-                let req = one(&format!(r#"{{app="kill9", conn="{c}"}}"#), entries);
+                let mut req = one(&format!(r#"{{app="kill9", conn="{c}"}}"#), entries);
+                if poison && p % 5 == 0 {
+                    let line = format!("POISON r{round} c{c} p{p}");
+                    let labels = format!(r#"{{app="kill9", conn="{c}", poison="yes"}}"#);
+                    req.streams.push(push::stream(&labels, vec![entry(t0 + p * 20, &line)]));
+                    lines.push(line);
+                }
                 let resp = push::proto(&client, &url, Some("k"), &req, false).await;
                 match resp.status {
                     204 => acked.lock().expect("lock").extend(lines),
@@ -72,7 +82,7 @@ async fn kill_9_under_load_loses_no_acknowledged_line() {
         // Some pushes to Loki are slow, so records are in flight when the kill comes.
         loki.delay_next(3, Duration::from_millis(300));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let load = tokio::spawn(load(sluice.push_url(), 4, Arc::clone(&stop), round));
+        let load = tokio::spawn(load(sluice.push_url(), 4, Arc::clone(&stop), round, false));
         tokio::time::sleep(Duration::from_millis(300 + fastrand::u64(0..700))).await;
         sluice.kill();
         stop.store(true, std::sync::atomic::Ordering::Release);
@@ -408,4 +418,79 @@ async fn a_full_disk_answers_503_keeps_the_log_whole_and_recovers_when_space_ret
     );
     let status = sluice.terminate(Duration::from_secs(10)).await.expect("exits");
     assert!(status.success(), "{}", sluice.logs());
+}
+
+/// The faults together, bounded for CI: sluice is killed with SIGKILL in every round while 4
+/// clients push to a Loki sink and an S3 archive sink, Loki answers a 429 storm (with
+/// `Retry-After`) and 400 to every request with a `POISON` line, and the S3 store goes down in
+/// the second round and comes back only after the last kill. Afterwards every acknowledged line
+/// is in the archive, and every one Loki does not refuse is at Loki.
+#[tokio::test]
+async fn kill_9_with_a_429_storm_a_400_per_stream_and_s3_down_loses_no_acknowledged_line() {
+    let loki = Receiver::start();
+    loki.fail_matching("POISON", 400, usize::MAX);
+    let mut s3 = S3Server::start("campaign").await;
+    let data = tempfile::tempdir().expect("data dir");
+    let config = format!(
+        "{}  archive:\n    type: archive\n{}    max_object_age: 300ms\n    retry: {{ min_backoff: 50ms, max_backoff: 300ms }}\n",
+        loki_config(&loki.url(), ""),
+        s3.sink_yaml("campaign")
+    );
+    let env = s3.env();
+    let start = || {
+        let options = Options { config: Some(config.clone()), env: env.clone(), ..Default::default() };
+        Sluice::start_on(options, Some(data.path().to_path_buf()))
+    };
+    let mut acked = Vec::new();
+    for round in 0..3 {
+        let mut sluice = start().await;
+        loki.fail_next(5, 429, Some(1));
+        loki.delay_next(2, Duration::from_millis(300));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = tokio::spawn(load(sluice.push_url(), 4, Arc::clone(&stop), round, true));
+        tokio::time::sleep(Duration::from_millis(400 + fastrand::u64(0..600))).await;
+        if round == 1 {
+            s3.stop().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        sluice.kill();
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let round_acked = load.await.expect("load task");
+        eprintln!("round {round}: {} lines acknowledged", round_acked.len());
+        acked.extend(round_acked);
+    }
+    s3.restart().await;
+    let sluice = start().await;
+    let expected: BTreeSet<String> = acked.iter().cloned().collect();
+    let at_loki: BTreeSet<String> = expected.iter().filter(|l| !l.starts_with("POISON")).cloned().collect();
+    assert!(expected.len() > at_loki.len(), "some acknowledged pushes carried a POISON line");
+    let store = s3.store("campaign");
+    let deadline = Instant::now() + DELIVERY;
+    let archived = loop {
+        let have: BTreeSet<String> = loki.lines("k").into_iter().collect();
+        let archived = crate::archive::archived_lines(&store).await.unwrap_or_default();
+        let archived_set: BTreeSet<&String> = archived.iter().collect();
+        let missing_loki = at_loki.difference(&have).count();
+        let missing_archive = expected.iter().filter(|l| !archived_set.contains(l)).count();
+        if missing_loki == 0 && missing_archive == 0 {
+            assert!(have.iter().all(|l| !l.starts_with("POISON")), "Loki stored a line it refuses");
+            break archived;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing_loki} acknowledged lines never reached Loki, {missing_archive} never reached the archive\n{}",
+            sluice.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let archive_duplicates = archived.len() - archived.iter().collect::<BTreeSet<_>>().len();
+    eprintln!(
+        "campaign: {} acknowledged lines ({} POISON), 0 lost; duplicates re-sent: {} at Loki, {} in the archive; {} requests got 429, {} got 400",
+        expected.len(),
+        expected.len() - at_loki.len(),
+        loki.duplicates(),
+        archive_duplicates,
+        loki.status_count(429),
+        loki.status_count(400)
+    );
 }

@@ -180,17 +180,30 @@ pub fn open(url: &str, s3: &S3Config, options: &BTreeMap<String, String>) -> Res
 /// Name of the object [`check_writable`] writes and removes.
 pub const CHECK_OBJECT: &str = "_sluice_check";
 
+/// Why [`check_writable`] failed.
+#[derive(Debug)]
+pub enum CheckFailure {
+    /// The store answered no (credentials, a missing bucket, …): a mistake to fix before starting.
+    Refused(String),
+    /// The store did not answer (nothing listens, a timeout, a 5xx): it may be down for now.
+    Unreachable(String),
+}
+
 /// Writes (then removes) a small object, so that a missing bucket or wrong credentials fail the
 /// start with a clear message. A store that refuses the removal (write-only credentials) is
 /// fine: the object is overwritten at the next start.
-pub async fn check_writable(store: &Store) -> Result<(), String> {
+pub async fn check_writable(store: &Store) -> Result<(), CheckFailure> {
     let path = object_store::path::Path::from(CHECK_OBJECT);
     let payload = PutPayload::from_static(b"sluice checks that it can write here\n");
-    store
-        .objects
-        .put(&path, payload)
-        .await
-        .map_err(|e| format!("cannot write to {}: {}", store.url, describe(e)))?;
+    if let Err(e) = store.objects.put(&path, payload).await {
+        let text = error_chain(&e);
+        let cause = Cause::of(&text);
+        let message = format!("cannot write to {}: {text}{}", store.url, cause.hint());
+        return Err(match cause {
+            Cause::Unreachable => CheckFailure::Unreachable(message),
+            _ => CheckFailure::Refused(message),
+        });
+    }
     if let Err(e) = store.objects.delete(&path).await {
         tracing::debug!(url = %store.url, error = %e, "could not remove the check object");
     }
@@ -200,19 +213,49 @@ pub async fn check_writable(store: &Store) -> Result<(), String> {
 /// An `object_store` error with a hint for the usual causes.
 pub fn describe(e: object_store::Error) -> String {
     let text = error_chain(&e);
-    let hint = if text.contains("NoSuchBucket") || text.contains("does not exist") {
-        " (the bucket does not exist: create it, or fix the URL)"
-    } else if text.contains("InvalidAccessKeyId")
-        || text.contains("SignatureDoesNotMatch")
-        || text.contains("403")
-    {
-        " (the store refused the credentials: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or s3.access_key_id/secret_access_key, and that they may write here)"
-    } else if text.contains("Connect") || text.contains("connection") {
-        " (the store cannot be reached: check the endpoint)"
-    } else {
-        ""
-    };
+    let hint = Cause::of(&text).hint();
     format!("{text}{hint}")
+}
+
+/// The usual causes of a store error, told from its text (object_store reports most of them as
+/// `Generic`, with the store's answer or the HTTP client's error inside).
+#[derive(Debug, PartialEq, Eq)]
+enum Cause {
+    MissingBucket,
+    Credentials,
+    Unreachable,
+    Other,
+}
+
+impl Cause {
+    fn of(text: &str) -> Self {
+        if text.contains("NoSuchBucket") || text.contains("does not exist") {
+            Self::MissingBucket
+        } else if text.contains("InvalidAccessKeyId")
+            || text.contains("SignatureDoesNotMatch")
+            || text.contains("403")
+        {
+            Self::Credentials
+        } else if ["Connect", "connection", "timed out", "ServiceUnavailable", "SlowDown", "InternalError"]
+            .iter()
+            .any(|t| text.contains(t))
+        {
+            Self::Unreachable
+        } else {
+            Self::Other
+        }
+    }
+
+    fn hint(&self) -> &'static str {
+        match self {
+            Self::MissingBucket => " (the bucket does not exist: create it, or fix the URL)",
+            Self::Credentials => {
+                " (the store refused the credentials: check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or s3.access_key_id/secret_access_key, and that they may write here)"
+            }
+            Self::Unreachable => " (the store cannot be reached: check the endpoint)",
+            Self::Other => "",
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -258,6 +301,20 @@ mod tests {
         ] {
             let e = Location::parse(url).expect_err(url);
             assert!(e.contains(message), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn store_errors_are_told_apart_by_cause() {
+        for (text, cause) in [
+            ("Generic S3 error: ... <Code>NoSuchBucket</Code>", Cause::MissingBucket),
+            ("... <Code>SignatureDoesNotMatch</Code> ...", Cause::Credentials),
+            ("client error (Connect): tcp connect error: Connection refused", Cause::Unreachable),
+            ("operation timed out", Cause::Unreachable),
+            ("<Code>SlowDown</Code>", Cause::Unreachable),
+            ("<Code>InvalidArgument</Code>", Cause::Other),
+        ] {
+            assert_eq!(Cause::of(text), cause, "{text}");
         }
     }
 

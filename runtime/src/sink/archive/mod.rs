@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::archive::key::KeyTemplate;
-use crate::archive::store;
+use crate::archive::store::{self, CheckFailure};
 use crate::config::ArchiveSinkConfig;
 use crate::model::AckFailureKind;
 use crate::sink::{ShutdownDeadline, SinkInput};
@@ -69,7 +69,17 @@ impl ArchiveSink {
         };
         let store = store::open(&url, &config.s3, &config.options)?;
         if config.check_on_start {
-            store::check_writable(&store).await?;
+            match store::check_writable(&store).await {
+                Ok(()) => {}
+                Err(CheckFailure::Refused(e)) => return Err(e),
+                // A store that is down must not keep the gateway down (a restart during an
+                // outage would become a crash loop and stop Loki's traffic too): entries wait in
+                // the write-ahead log and the spool until it is back, as they do at run time.
+                Err(CheckFailure::Unreachable(e)) => tracing::error!(
+                    sink = %name,
+                    "{e}; starting anyway: archive objects wait in the spool until the store answers"
+                ),
+            }
         }
         let spool_config = SpoolConfig {
             dir: config.spool_dir.clone().unwrap_or_else(|| data_dir.join("spool").join(name)),
