@@ -60,6 +60,25 @@ impl Timestamp {
 
     /// To nanoseconds since the epoch; `None` when out of i64's range.
     pub fn to_nanos(self) -> Option<i64> {
-        self.seconds.checked_mul(1_000_000_000)?.checked_add(i64::from(self.nanos))
+        // In i128: seconds × 10⁹ alone may overflow where the sum does not (just above i64::MIN).
+        i64::try_from(i128::from(self.seconds) * 1_000_000_000 + i128::from(self.nanos)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    /// Found by the push fuzz targets: just above i64::MIN, seconds × 10⁹ overflows although
+    /// the timestamp fits, and such entries came back as i64::MIN.
+    #[test]
+    fn every_i64_nanosecond_round_trips() {
+        for ns in [i64::MIN, i64::MIN + 1, i64::MIN + 854_775_807, -1, 0, 1, i64::MAX - 1, i64::MAX] {
+            let ts = Timestamp::from_nanos(ns);
+            assert!((0..1_000_000_000).contains(&ts.nanos), "{ns}: canonical {ts:?}");
+            assert_eq!(ts.to_nanos(), Some(ns), "{ns}: {ts:?}");
+        }
+        let beyond = Timestamp { seconds: i64::MAX / 1_000_000_000 + 1, nanos: 0 };
+        assert_eq!(beyond.to_nanos(), None);
     }
 }
