@@ -98,6 +98,8 @@ pub struct SegmentReader {
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
     start: u64,
+    /// The last read was damage: the next offset is a candidate found by its magic.
+    resyncing: bool,
 }
 
 /// How much is read at once.
@@ -105,10 +107,11 @@ const CHUNK: usize = 1 << 20;
 
 impl SegmentReader {
     pub fn new(file: File) -> Self {
-        Self { file, buf: Vec::new(), start: 0 }
+        Self { file, buf: Vec::new(), start: 0, resyncing: false }
     }
 
-    /// The frame at `offset`, looking no further than `end`.
+    /// The frame at `offset`, looking no further than `end`. Call it at a record's start, or at
+    /// the `resume` of the damage it returned just before.
     pub fn read(&mut self, offset: u64, end: u64) -> io::Result<Read<'_>> {
         if offset >= end {
             return Ok(Read::End);
@@ -122,6 +125,7 @@ impl SegmentReader {
             let at = (offset - self.start) as usize;
             match parse(&self.buf[at..at + have]) {
                 Frame::Record { len, .. } => {
+                    self.resyncing = false;
                     let next = offset + len as u64;
                     let Frame::Record { payload, .. } = parse(&self.buf[at..at + len]) else {
                         unreachable!("parsed the same bytes before")
@@ -129,8 +133,22 @@ impl SegmentReader {
                     return Ok(Read::Record { payload, next });
                 }
                 Frame::Partial { need } if complete && offset + need as u64 <= end => want = need as u64,
-                Frame::Partial { .. } => return Ok(Read::End),
-                Frame::Damaged => return Ok(Read::Damaged { resume: self.find_magic(offset + 1, end)? }),
+                // It cannot be completed: a torn tail, unless we got here by resyncing after
+                // damage. Then it may be the magic inside a damaged record's line, and the whole
+                // records after it must not be lost: search on. (Only then: a torn tail's own
+                // lines are never searched, so a line holding a crafted frame is never read as
+                // a record.)
+                Frame::Partial { .. } if !self.resyncing => return Ok(Read::End),
+                Frame::Partial { .. } => {
+                    let resume = self.find_magic(offset + 1, end)?;
+                    self.resyncing = resume.is_some();
+                    return Ok(resume.map_or(Read::End, |at| Read::Damaged { resume: Some(at) }));
+                }
+                Frame::Damaged => {
+                    let resume = self.find_magic(offset + 1, end)?;
+                    self.resyncing = resume.is_some();
+                    return Ok(Read::Damaged { resume });
+                }
             }
         }
     }
@@ -186,16 +204,19 @@ pub fn scan(file: File, len: u64) -> io::Result<Scanned> {
     let mut reader = SegmentReader::new(file);
     let mut scanned = Scanned::default();
     let mut offset = 0;
+    // Damage counts once a whole record follows it; damage up to the end is a torn tail.
+    let mut after_damage = false;
     loop {
         match reader.read(offset, len)? {
             Read::Record { next, .. } => {
                 scanned.records += 1;
                 scanned.valid_end = next;
+                scanned.damaged += u64::from(std::mem::take(&mut after_damage));
                 offset = next;
             }
             Read::End | Read::Damaged { resume: None } => return Ok(scanned),
             Read::Damaged { resume: Some(at) } => {
-                scanned.damaged += 1;
+                after_damage = true;
                 offset = at;
             }
         }
@@ -208,7 +229,7 @@ pub struct Scanned {
     pub records: u64,
     /// The end of the last whole record; anything after it is a torn tail.
     pub valid_end: u64,
-    /// Damaged regions followed by whole records (a damaged tail counts as torn instead).
+    /// Damaged regions followed by a whole record (a damaged tail counts as torn instead).
     pub damaged: u64,
 }
 
@@ -289,6 +310,39 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Found by the `wal_record` fuzz target: a resync that lands on the magic inside a damaged
+    /// record's line, whose "length" runs past the end, must not pass for a torn tail (recovery
+    /// would cut away the whole records after it).
+    #[test]
+    fn a_line_holding_the_magic_in_a_damaged_record_does_not_hide_the_records_after_it() {
+        let mut trap = b"line with ".to_vec();
+        trap.extend_from_slice(&MAGIC);
+        trap.extend_from_slice(&[0x7f, 0x7f, 0x7f, 0x3f]); // a length of ~1 GiB
+        trap.extend_from_slice(b" and more");
+        let mut bytes = frames(&[b"first", &trap, b"after"]);
+        let trap_at = HEADER_LEN + 5;
+        bytes[trap_at + HEADER_LEN] ^= 1; // damage in the trap record, before its magic
+        let (f, len) = file_with(&bytes);
+        let scanned = scan(f.reopen().expect("reopen"), len).expect("scan");
+        assert_eq!(scanned, Scanned { records: 2, valid_end: len, damaged: 1 });
+
+        // The same bytes as a torn tail (nothing whole after them) are torn, not damage.
+        let torn = &bytes[..bytes.len() - (HEADER_LEN + 5)];
+        let (f, len) = file_with(torn);
+        let scanned = scan(f.reopen().expect("reopen"), len).expect("scan");
+        assert_eq!(scanned, Scanned { records: 1, valid_end: (HEADER_LEN + 5) as u64, damaged: 0 });
+
+        // A torn tail is never searched: a line holding a whole crafted frame is not a record.
+        let mut crafted = b"line: ".to_vec();
+        encode(b"forged record", &mut crafted);
+        let mut bytes = frames(&[b"first"]);
+        let whole = bytes.len() as u64;
+        bytes.extend_from_slice(&frames(&[&crafted])[..HEADER_LEN + crafted.len() - 1]);
+        let (f, len) = file_with(&bytes);
+        let scanned = scan(f.reopen().expect("reopen"), len).expect("scan");
+        assert_eq!(scanned, Scanned { records: 1, valid_end: whole, damaged: 0 });
     }
 
     #[test]
