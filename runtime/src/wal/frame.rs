@@ -123,7 +123,7 @@ impl SegmentReader {
             // The file ends before `end` (cut short under us): nothing more is whole.
             let complete = have as u64 == target - offset;
             let at = (offset - self.start) as usize;
-            match parse(&self.buf[at..at + have]) {
+            let partial = match parse(&self.buf[at..at + have]) {
                 Frame::Record { len, .. } => {
                     self.resyncing = false;
                     let next = offset + len as u64;
@@ -132,24 +132,23 @@ impl SegmentReader {
                     };
                     return Ok(Read::Record { payload, next });
                 }
-                Frame::Partial { need } if complete && offset + need as u64 <= end => want = need as u64,
+                Frame::Partial { need } if complete && offset + need as u64 <= end => {
+                    want = need as u64;
+                    continue;
+                }
                 // It cannot be completed: a torn tail, unless we got here by resyncing after
                 // damage. Then it may be the magic inside a damaged record's line, and the whole
                 // records after it must not be lost: search on. (Only then: a torn tail's own
                 // lines are never searched, so a line holding a crafted frame is never read as
                 // a record.)
                 Frame::Partial { .. } if !self.resyncing => return Ok(Read::End),
-                Frame::Partial { .. } => {
-                    let resume = self.find_magic(offset + 1, end)?;
-                    self.resyncing = resume.is_some();
-                    return Ok(resume.map_or(Read::End, |at| Read::Damaged { resume: Some(at) }));
-                }
-                Frame::Damaged => {
-                    let resume = self.find_magic(offset + 1, end)?;
-                    self.resyncing = resume.is_some();
-                    return Ok(Read::Damaged { resume });
-                }
-            }
+                Frame::Partial { .. } => true,
+                Frame::Damaged => false,
+            };
+            let resume = self.find_magic(offset + 1, end)?;
+            self.resyncing = resume.is_some();
+            // A frame that cannot be completed with no candidate after it is the tail.
+            return Ok(if partial && resume.is_none() { Read::End } else { Read::Damaged { resume } });
         }
     }
 
