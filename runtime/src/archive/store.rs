@@ -196,9 +196,8 @@ pub async fn check_writable(store: &Store) -> Result<(), CheckFailure> {
     let path = object_store::path::Path::from(CHECK_OBJECT);
     let payload = PutPayload::from_static(b"sluice checks that it can write here\n");
     if let Err(e) = store.objects.put(&path, payload).await {
-        let text = error_chain(&e);
-        let cause = Cause::of(&text);
-        let message = format!("cannot write to {}: {text}{}", store.url, cause.hint());
+        let (cause, text) = explain(&e);
+        let message = format!("cannot write to {}: {text}", store.url);
         return Err(match cause {
             Cause::Unreachable => CheckFailure::Unreachable(message),
             _ => CheckFailure::Refused(message),
@@ -212,9 +211,15 @@ pub async fn check_writable(store: &Store) -> Result<(), CheckFailure> {
 
 /// An `object_store` error with a hint for the usual causes.
 pub fn describe(e: object_store::Error) -> String {
-    let text = error_chain(&e);
-    let hint = Cause::of(&text).hint();
-    format!("{text}{hint}")
+    explain(&e).1
+}
+
+/// The cause of `e`, and its text with the cause's hint.
+fn explain(e: &object_store::Error) -> (Cause, String) {
+    let text = error_chain(e);
+    let cause = Cause::of(&text);
+    let described = format!("{text}{}", cause.hint());
+    (cause, described)
 }
 
 /// The usual causes of a store error, told from its text (object_store reports most of them as
