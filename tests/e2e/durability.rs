@@ -21,6 +21,15 @@ async fn start(config: &str, data_dir: &std::path::Path) -> Sluice {
     Sluice::start_on(options, Some(PathBuf::from(data_dir))).await
 }
 
+/// Pushes 50 lines of ~1 KB as push `p` of `tenant` (stream `{app="<tenant>"}`); returns the
+/// answer and the lines.
+async fn push_kb_lines(sluice: &Sluice, tenant: &str, p: i64, t0: i64) -> (push::Resp, Vec<String>) {
+    let lines: Vec<String> = (0..50).map(|n| format!("{tenant} p{p} n{n} {}", "y".repeat(1000))).collect();
+    let entries = lines.iter().enumerate().map(|(n, l)| entry(t0 + p * 50 + n as i64, l)).collect();
+    let labels = format!(r#"{{app="{tenant}"}}"#);
+    (sluice.push_proto(Some(tenant), &one(&labels, entries)).await, lines)
+}
+
 /// Pushes from `connections` concurrent clients until `stop` is set: pushes of 20 unique lines
 /// each, in order per client; with `poison`, every fifth push also has a stream with one line
 /// Loki refuses (`POISON`). Returns the lines that were answered 204.
@@ -127,9 +136,7 @@ async fn loki_down_fills_the_log_then_ingest_answers_429_and_everything_arrives_
     let mut accepted = Vec::new();
     let mut refused = None;
     for p in 0..200 {
-        let lines: Vec<String> = (0..50).map(|n| format!("p{p} n{n} {}", "y".repeat(1000))).collect();
-        let entries = lines.iter().enumerate().map(|(n, l)| entry(t0 + p * 50 + n as i64, l)).collect();
-        let resp = sluice.push_proto(Some("full"), &one(r#"{app="full"}"#, entries)).await;
+        let (resp, lines) = push_kb_lines(&sluice, "full", p, t0).await;
         match resp.status {
             204 => accepted.extend(lines),
             429 => {
@@ -307,13 +314,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Pushes 50 lines of ~1 KB as push `p`; returns the answer and the lines.
-async fn push_kb_lines(sluice: &Sluice, p: i64, t0: i64) -> (push::Resp, Vec<String>) {
-    let lines: Vec<String> = (0..50).map(|n| format!("disk p{p} n{n} {}", "d".repeat(1000))).collect();
-    let entries = lines.iter().enumerate().map(|(n, l)| entry(t0 + p * 50 + n as i64, l)).collect();
-    (sluice.push_proto(Some("disk"), &one(r#"{app="disk"}"#, entries)).await, lines)
-}
-
 /// The full-disk campaign on a real 4 MiB filesystem under the log, with the default 64 MiB
 /// segments: the log fills the disk while Loki is down, then another program fills it; each
 /// time pushes get a clean 503, sluice survives a kill -9 and a start on the full disk, and
@@ -332,7 +332,7 @@ async fn a_full_disk_answers_503_keeps_the_log_whole_and_recovers_when_space_ret
 
     // 1. With Loki down the log fills the disk: 503 with Retry-After, naming the disk error.
     let refused = loop {
-        let (resp, lines) = push_kb_lines(&sluice, p, t0).await;
+        let (resp, lines) = push_kb_lines(&sluice, "disk", p, t0).await;
         p += 1;
         match resp.status {
             204 => accepted.extend(lines),
@@ -346,7 +346,7 @@ async fn a_full_disk_answers_503_keeps_the_log_whole_and_recovers_when_space_ret
     assert_eq!(refused.retry_after.as_deref(), Some("1"));
     assert!(accepted.len() > 1000, "only {} lines fitted before the disk was full", accepted.len());
     for _ in 0..3 {
-        let (resp, _) = push_kb_lines(&sluice, p, t0).await;
+        let (resp, _) = push_kb_lines(&sluice, "disk", p, t0).await;
         p += 1;
         assert_eq!(resp.status, 503, "the disk is still full: {}", resp.body);
     }
@@ -363,7 +363,7 @@ async fn a_full_disk_answers_503_keeps_the_log_whole_and_recovers_when_space_ret
     ok_or_logs(loki.wait_for(accepted.len(), DELIVERY).await, &sluice);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (resp, lines) = push_kb_lines(&sluice, p, t0).await;
+        let (resp, lines) = push_kb_lines(&sluice, "disk", p, t0).await;
         p += 1;
         if resp.status == 204 {
             accepted.extend(lines);
@@ -377,7 +377,7 @@ async fn a_full_disk_answers_503_keeps_the_log_whole_and_recovers_when_space_ret
     // 3. Another program fills the disk; sluice is killed meanwhile and starts on the full disk.
     let ballast = disk.fill();
     loop {
-        let (resp, lines) = push_kb_lines(&sluice, p, t0).await;
+        let (resp, lines) = push_kb_lines(&sluice, "disk", p, t0).await;
         p += 1;
         match resp.status {
             204 => accepted.extend(lines),
@@ -388,11 +388,11 @@ async fn a_full_disk_answers_503_keeps_the_log_whole_and_recovers_when_space_ret
     }
     sluice.kill();
     let mut sluice = start(&config, data.path()).await;
-    let (resp, _) = push_kb_lines(&sluice, p, t0).await;
+    let (resp, _) = push_kb_lines(&sluice, "disk", p, t0).await;
     p += 1;
     assert_eq!(resp.status, 503, "started on a full disk, answers 503: {}", resp.body);
     std::fs::remove_file(ballast).expect("space returns");
-    let (resp, lines) = push_kb_lines(&sluice, p, t0).await;
+    let (resp, lines) = push_kb_lines(&sluice, "disk", p, t0).await;
     assert_eq!(resp.status, 204, "space returned: {}\n{}", resp.body, sluice.logs());
     accepted.extend(lines);
 
