@@ -17,10 +17,26 @@ pub type Pair = (String, String);
 ///
 /// The fingerprint is a stable hash (xxh3) of the sorted pairs: it shards streams over pipeline
 /// workers and keys per-stream state, so it must not depend on the process.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct LabelSet {
     pairs: Vec<Pair>,
     fingerprint: u64,
+}
+
+/// Sets that differ almost always differ in fingerprint: compared first, it spares most string
+/// comparisons (a plugin stage compares an entry's new labels with its stream's).
+impl PartialEq for LabelSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint && self.pairs == other.pairs
+    }
+}
+
+impl Eq for LabelSet {}
+
+impl std::hash::Hash for LabelSet {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.fingerprint.hash(state);
+    }
 }
 
 impl LabelSet {

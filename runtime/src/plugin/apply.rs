@@ -5,6 +5,8 @@
 //! streams that did not exist are appended. Nothing is allocated for entries that stay as they
 //! are.
 
+use std::collections::HashMap;
+
 use sluice_sdk::format::Pairs;
 use sluice_sdk::format::response::{PatchRef, Response, Verdict};
 
@@ -54,20 +56,22 @@ pub fn apply(batch: &mut Batch, response: &Response<'_>) -> Applied {
                     let Some(patch) = patches.next() else { return true };
                     debug_assert_eq!(patch.entry, Some(i));
                     patch_entry(entry, &patch);
-                    match patch.labels {
-                        Some(new) if !same_labels(labels, &new) => {
-                            moved.push((targets.index(new), std::mem::replace(entry, empty_entry())));
-                            false
-                        }
-                        _ => true,
+                    let Some(new) = patch.labels else { return true };
+                    let target = targets.index(new);
+                    if targets.sets[target] == *labels {
+                        return true;
                     }
+                    moved.push((target, std::mem::replace(entry, empty_entry())));
+                    false
                 }
             }
         });
     }
     stats.moved = moved.len();
     // Each target label set finds (or becomes) its stream once, however many entries move there.
-    let streams: Vec<usize> = targets.sets.into_iter().map(|labels| stream_index(batch, labels)).collect();
+    let mut index = StreamIndex::new(batch);
+    let streams: Vec<usize> =
+        targets.sets.into_iter().map(|labels| index.find_or_add(batch, labels)).collect();
     for (target, entry) in moved {
         batch.streams[streams[target]].entries.push(entry);
     }
@@ -80,7 +84,7 @@ pub fn apply(batch: &mut Batch, response: &Response<'_>) -> Applied {
         stats.added += 1;
         // Added entries always carry labels (checked); the fallback only satisfies the types.
         let labels = p.labels.map_or_else(|| LabelSet::new(Vec::new()), label_set);
-        let i = stream_index(batch, labels);
+        let i = index.find_or_add(batch, labels);
         batch.streams[i].entries.push(entry);
     }
     stats.entries_out = entries_in - stats.dropped + stats.added;
@@ -97,8 +101,31 @@ fn patch_entry(entry: &mut Entry, patch: &PatchRef<'_>) {
         entry.line.push_str(line);
     }
     if let Some(metadata) = &patch.metadata {
-        entry.metadata = owned_pairs(metadata.clone());
+        assign_pairs(&mut entry.metadata, metadata.clone());
     }
+}
+
+/// Makes `pairs` a copy of `new`, reusing its strings' buffers: a stage usually adds a pair or
+/// two to the metadata the entry has, so most pairs are rewritten with what they already hold.
+fn assign_pairs(pairs: &mut Vec<Pair>, new: Pairs<'_>) {
+    let mut len = 0;
+    for (name, value) in new {
+        match pairs.get_mut(len) {
+            Some((n, v)) => {
+                if n != name {
+                    n.clear();
+                    n.push_str(name);
+                }
+                if v != value {
+                    v.clear();
+                    v.push_str(value);
+                }
+            }
+            None => pairs.push((name.to_string(), value.to_string())),
+        }
+        len += 1;
+    }
+    pairs.truncate(len);
 }
 
 /// Whether `new` (in any order, names unique) is exactly `current`.
@@ -118,29 +145,57 @@ fn empty_entry() -> Entry {
     Entry { timestamp_ns: 0, line: String::new(), metadata: Vec::new() }
 }
 
-/// The index of the stream with `labels`, appended to the batch if it has none.
-fn stream_index(batch: &mut Batch, labels: LabelSet) -> usize {
-    let found = batch
-        .streams
-        .iter()
-        .position(|s| s.labels.fingerprint() == labels.fingerprint() && s.labels == labels);
-    found.unwrap_or_else(|| {
+/// The batch's streams by label fingerprint, to find the stream of a label set without
+/// comparing it with every stream.
+struct StreamIndex {
+    by_fingerprint: HashMap<u64, Vec<usize>>,
+}
+
+impl StreamIndex {
+    fn new(batch: &Batch) -> Self {
+        let mut by_fingerprint: HashMap<u64, Vec<usize>> = HashMap::with_capacity(batch.streams.len());
+        for (i, s) in batch.streams.iter().enumerate() {
+            by_fingerprint.entry(s.labels.fingerprint()).or_default().push(i);
+        }
+        Self { by_fingerprint }
+    }
+
+    /// The index of the stream with `labels`, appended to the batch if it has none.
+    fn find_or_add(&mut self, batch: &mut Batch, labels: LabelSet) -> usize {
+        let candidates = self.by_fingerprint.entry(labels.fingerprint()).or_default();
+        if let Some(&i) = candidates.iter().find(|&&i| batch.streams[i].labels == labels) {
+            return i;
+        }
         batch.streams.push(Stream { labels, entries: Vec::new() });
+        candidates.push(batch.streams.len() - 1);
         batch.streams.len() - 1
-    })
+    }
 }
 
 /// The distinct label sets entries move to in one response. Many patches carry the same new set
-/// (a parser's `level` label, a relabel of a whole stream), so each is built once and found
-/// again by an order-independent hash of the borrowed pairs, without allocating.
+/// (a parser's `level` label, a relabel of a whole stream), so each is built once. A set the
+/// plugin wrote once for several patches (one range of the response's pairs) is found by that
+/// range; others by an order-independent hash of the borrowed pairs, without allocating.
 #[derive(Default)]
 struct Targets {
     sets: Vec<LabelSet>,
-    by_hash: std::collections::HashMap<u64, Vec<usize>>,
+    by_range: HashMap<(u32, u32), usize>,
+    by_hash: HashMap<u64, Vec<usize>>,
 }
 
 impl Targets {
     fn index(&mut self, pairs: Pairs<'_>) -> usize {
+        let range = pairs.range();
+        let key = (range.start, range.end);
+        if let Some(&i) = self.by_range.get(&key) {
+            return i;
+        }
+        let i = self.index_by_hash(pairs);
+        self.by_range.insert(key, i);
+        i
+    }
+
+    fn index_by_hash(&mut self, pairs: Pairs<'_>) -> usize {
         let hash = pairs.clone().fold(0u64, |h, (n, v)| {
             let pair = xxhash_rust::xxh3::xxh3_64(n.as_bytes()).rotate_left(1)
                 ^ xxhash_rust::xxh3::xxh3_64(v.as_bytes());
@@ -252,6 +307,50 @@ mod tests {
         );
         assert_eq!((stats.moved, stats.modified, stats.entries_out), (3, 4, 5));
         assert_eq!(b.streams[1].entries[1].timestamp_ns, 1, "a moved entry keeps its fields");
+    }
+
+    #[test]
+    fn metadata_patches_grow_and_shrink_the_entry_s_metadata() {
+        let mut b = batch();
+        let mut w = ResponseWriter::new(5);
+        let longer = [("k", "v"), ("trace_id", "t1"), ("pod", "p")];
+        w.patch(0, &Patch { metadata: Some(&longer), ..Patch::default() }).expect("ordered");
+        w.patch(1, &Patch { metadata: Some(&[]), ..Patch::default() }).expect("ordered");
+        w.patch(2, &Patch { metadata: Some(&[("other", "v")]), ..Patch::default() }).expect("ordered");
+        apply_written(&mut b, w);
+        let metadata: Vec<Vec<(String, String)>> =
+            b.streams[0].entries.iter().map(|e| e.metadata.clone()).collect();
+        let owned = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(metadata, [owned(&longer), vec![], owned(&[("other", "v")])]);
+    }
+
+    #[test]
+    fn entries_pointing_at_one_shared_label_set_move_together_and_a_set_equal_to_their_own_keeps_them() {
+        let mut b = batch();
+        let mut w = ResponseWriter::new(5);
+        let moved = [("app", "a"), ("level", "info")];
+        for i in [0, 2, 3] {
+            w.patch(i, &Patch { labels: Some(&moved), ..Patch::default() }).expect("ordered");
+        }
+        // Stream b's own labels, written once and shared by both of its entries: nothing moves.
+        w.patch(4, &Patch { labels: Some(&[("app", "b")]), line: Some("B2"), ..Patch::default() })
+            .expect("ordered");
+        let buf = w.finish().expect("fits");
+        let r = Response::parse(&buf, 5).expect("valid");
+        let ranges: Vec<_> = r.patches().map(|p| p.labels.expect("set").range()).collect();
+        assert!(ranges[0] == ranges[1] && ranges[1] == ranges[2], "the writer shared the set: {ranges:?}");
+        let stats = apply(&mut b, &r);
+        assert_eq!(
+            lines(&b),
+            [
+                ("{app=\"a\"}".into(), vec!["a2".into()]),
+                ("{app=\"b\"}".into(), vec!["B2".into()]),
+                ("{app=\"a\", level=\"info\"}".into(), vec!["a1".into(), "a3".into(), "b1".into()]),
+            ]
+        );
+        assert_eq!((stats.moved, stats.modified, stats.entries_out), (3, 4, 5));
     }
 
     #[test]

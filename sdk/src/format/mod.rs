@@ -138,6 +138,12 @@ pub struct Pairs<'a> {
 }
 
 impl<'a> Pairs<'a> {
+    /// Where these pairs are in their buffer's pair table. Two `Pairs` of one buffer with the same
+    /// range are the same pairs: a reader can check or resolve a shared set once.
+    pub fn range(&self) -> Range<u32> {
+        self.range.clone()
+    }
+
     fn get(&self, i: u32) -> Pair<'a> {
         let rec = &self.pairs[i as usize * PAIR..(i as usize + 1) * PAIR];
         // Spans were checked when the buffer was parsed.

@@ -52,7 +52,14 @@ pub struct ResponseWriter {
     pairs: Vec<u8>,
     pair_count: u32,
     arena: ArenaWriter,
+    /// Ranges of the last label sets written, newest last: a patch whose set equals one of them
+    /// points at it instead of writing the pairs again (see `FORMAT.md`, shared ranges).
+    recent_labels: Vec<(u32, u32)>,
 }
+
+/// How many recent label sets [`ResponseWriter`] looks for a patch's set among. Entries of one
+/// stream move to a few sets (one per `level`, say), so a few cover them.
+const RECENT_LABEL_SETS: usize = 8;
 
 impl ResponseWriter {
     pub fn new(entry_count: usize) -> Self {
@@ -66,6 +73,7 @@ impl ResponseWriter {
             pairs: Vec::new(),
             pair_count: 0,
             arena: ArenaWriter::default(),
+            recent_labels: Vec::with_capacity(RECENT_LABEL_SETS),
         }
     }
 
@@ -81,6 +89,7 @@ impl ResponseWriter {
         self.pairs.clear();
         self.pair_count = 0;
         self.arena.clear();
+        self.recent_labels.clear();
     }
 
     /// Drops entry `i`.
@@ -160,16 +169,51 @@ impl ResponseWriter {
             Some(line) => self.arena.push(line, out),
             None => out.extend_from_slice(&[0; SPAN]),
         }
-        for set in [p.labels, p.metadata] {
-            let start = self.pair_count;
-            for (name, value) in set.unwrap_or_default() {
-                self.arena.push(name, &mut self.pairs);
-                self.arena.push(value, &mut self.pairs);
-                self.pair_count += 1;
-            }
-            put_u32(out, if set.is_some() { start } else { 0 });
-            put_u32(out, self.pair_count - start);
+        let labels = p.labels.map(|set| self.label_range(set));
+        let metadata = p.metadata.map(|set| self.push_pairs(set));
+        for range in [labels, metadata] {
+            let (start, len) = range.unwrap_or((0, 0));
+            put_u32(out, start);
+            put_u32(out, len);
         }
+    }
+
+    /// Writes `set` into the pair table; its range.
+    fn push_pairs(&mut self, set: &[Pair<'_>]) -> (u32, u32) {
+        let start = self.pair_count;
+        for (name, value) in set {
+            self.arena.push(name, &mut self.pairs);
+            self.arena.push(value, &mut self.pairs);
+            self.pair_count += 1;
+        }
+        (start, self.pair_count - start)
+    }
+
+    /// The range of a label set: a recently written equal one, or `set` written anew.
+    fn label_range(&mut self, set: &[Pair<'_>]) -> (u32, u32) {
+        if let Some(&range) = self.recent_labels.iter().rev().find(|&&range| self.written_equals(range, set))
+        {
+            return range;
+        }
+        let range = self.push_pairs(set);
+        if self.recent_labels.len() == RECENT_LABEL_SETS {
+            self.recent_labels.remove(0);
+        }
+        self.recent_labels.push(range);
+        range
+    }
+
+    /// Whether the pairs written at `(start, len)` are `set`, in the same order.
+    fn written_equals(&self, (start, len): (u32, u32), set: &[Pair<'_>]) -> bool {
+        let string = |rec: &[u8], at: usize| {
+            let (off, len) = (u32_at(rec, at) as usize, u32_at(rec, at + 4) as usize);
+            &self.arena.bytes[off..off + len]
+        };
+        len as usize == set.len()
+            && set.iter().enumerate().all(|(k, (name, value))| {
+                let rec = &self.pairs[(start as usize + k) * PAIR..][..PAIR];
+                string(rec, 0) == name.as_bytes() && string(rec, SPAN) == value.as_bytes()
+            })
     }
 
     /// The response bytes.
@@ -210,6 +254,27 @@ impl ResponseWriter {
         out.extend_from_slice(&self.pairs);
         out.extend_from_slice(&self.arena.bytes);
         Ok(())
+    }
+}
+
+/// The label ranges checked last. Patches that share a set (see `FORMAT.md`) get it checked
+/// once; a few suffice, as a writer shares only recent sets, and the bound keeps a hostile
+/// response from making the lookup costly.
+#[derive(Default)]
+struct CheckedSets {
+    ranges: [std::ops::Range<u32>; 8],
+    next: usize,
+}
+
+impl CheckedSets {
+    /// Whether `range` has not been checked yet; remembers it.
+    fn first_time(&mut self, range: &std::ops::Range<u32>) -> bool {
+        if !range.is_empty() && self.ranges.contains(range) {
+            return false;
+        }
+        self.ranges[self.next] = range.clone();
+        self.next = (self.next + 1) % self.ranges.len();
+        true
     }
 }
 
@@ -284,6 +349,7 @@ impl<'a> Response<'a> {
                 "{patched} entries are marked patched but there are {patch_count} patches"
             ));
         }
+        let mut checked = CheckedSets::default();
         let mut previous: Option<usize> = None;
         for rec in patches.chunks_exact(PATCH) {
             let i = u32_at(rec, 0) as usize;
@@ -296,18 +362,18 @@ impl<'a> Response<'a> {
                 return malformed(format!("patch for entry {i}, whose verdict is not `patched`"));
             }
             previous = Some(i);
-            r.check_record(rec, 0)?;
+            r.check_record(rec, 0, &mut checked)?;
         }
         for rec in added.chunks_exact(PATCH) {
             if u32_at(rec, 0) != ADDED {
                 return malformed("an added entry's index must be 0xFFFFFFFF");
             }
-            r.check_record(rec, fields::LINE | fields::LABELS | fields::TIMESTAMP)?;
+            r.check_record(rec, fields::LINE | fields::LABELS | fields::TIMESTAMP, &mut checked)?;
         }
         Ok(r)
     }
 
-    fn check_record(&self, rec: &[u8], required: u32) -> Result<(), FormatError> {
+    fn check_record(&self, rec: &[u8], required: u32, checked: &mut CheckedSets) -> Result<(), FormatError> {
         let flags = u32_at(rec, 4);
         if flags & !fields::ALL != 0 {
             return malformed(format!("unknown field flags {flags:#x}"));
@@ -331,7 +397,7 @@ impl<'a> Response<'a> {
         }
         range_at(rec, 32, self.pair_count, "metadata")?;
         let labels = range_at(rec, 24, self.pair_count, "labels")?;
-        if flags & fields::LABELS != 0 {
+        if flags & fields::LABELS != 0 && checked.first_time(&labels) {
             let mut names: Vec<&str> = self.pairs(labels).map(|(n, _)| n).collect();
             if let Some(bad) = names.iter().find(|n| !is_valid_label_name(n)) {
                 return malformed(format!("invalid label name `{}`", bad.escape_default()));
@@ -500,6 +566,48 @@ mod tests {
             let buf = w.finish().expect("fits");
             assert!(Response::parse(&buf, 1).is_err(), "{labels:?} accepted");
         }
+    }
+
+    #[test]
+    fn equal_label_sets_of_recent_patches_share_one_range() {
+        let (info, warn) = ([("app", "a"), ("level", "info")], [("app", "a"), ("level", "warn")]);
+        let mut w = ResponseWriter::new(12);
+        for (i, set) in [info, warn, info, warn].iter().enumerate() {
+            w.patch(i, &Patch { labels: Some(set), ..Patch::default() }).expect("in order");
+        }
+        // Eight other sets push `info` out of the recent ones: it is written again.
+        let others: Vec<String> = (0..8).map(|k| format!("v{k}")).collect();
+        for (k, v) in others.iter().enumerate() {
+            w.patch(4 + k, &Patch { labels: Some(&[("app", v)]), ..Patch::default() }).expect("in order");
+        }
+        w.add(1, "added", &info, &[]);
+        let buf = w.finish().expect("fits");
+        let r = Response::parse(&buf, 12).expect("valid");
+        let ranges: Vec<_> = r.patches().chain(r.added()).map(|p| p.labels.expect("set").range()).collect();
+        assert_eq!(ranges[0], ranges[2], "info twice: one range");
+        assert_eq!(ranges[1], ranges[3], "warn twice: one range");
+        assert_ne!(ranges[0], ranges[1]);
+        assert_ne!(ranges[12], ranges[0], "info again after eight other sets: written anew");
+        let sets: Vec<Vec<_>> =
+            r.patches().chain(r.added()).map(|p| p.labels.expect("set").collect()).collect();
+        assert_eq!(
+            (sets[2].as_slice(), sets[3].as_slice(), sets[12].as_slice()),
+            (&info[..], &warn[..], &info[..])
+        );
+        // 2 pairs each for info, warn and info again, 1 for each other set.
+        assert_eq!(u32_at(&buf, 20), 2 + 2 + 8 + 2);
+    }
+
+    #[test]
+    fn a_shared_invalid_label_set_is_refused_whatever_patch_points_at_it() {
+        let mut w = ResponseWriter::new(3);
+        for i in 0..3 {
+            w.patch(i, &Patch { labels: Some(&[("a", "1"), ("a", "2")]), ..Patch::default() })
+                .expect("in order");
+        }
+        let buf = w.finish().expect("fits");
+        assert_eq!(u32_at(&buf, 20), 2, "one shared set");
+        assert!(Response::parse(&buf, 3).expect_err("duplicate name").0.contains("appears twice"));
     }
 
     #[test]
