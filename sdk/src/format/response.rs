@@ -258,11 +258,11 @@ impl ResponseWriter {
 }
 
 /// The label ranges checked last. Patches that share a set (see `FORMAT.md`) get it checked
-/// once; a few suffice, as a writer shares only recent sets, and the bound keeps a hostile
+/// once; as many as the SDK shares suffice, and the bound keeps a hostile
 /// response from making the lookup costly.
 #[derive(Default)]
 struct CheckedSets {
-    ranges: [std::ops::Range<u32>; 8],
+    ranges: [std::ops::Range<u32>; RECENT_LABEL_SETS],
     next: usize,
 }
 
