@@ -69,7 +69,7 @@ pub fn apply(batch: &mut Batch, response: &Response<'_>) -> Applied {
     }
     stats.moved = moved.len();
     // Each target label set finds (or becomes) its stream once, however many entries move there.
-    let mut index = StreamIndex::new(batch);
+    let mut index = StreamIndex::default();
     let streams: Vec<usize> =
         targets.sets.into_iter().map(|labels| index.find_or_add(batch, labels)).collect();
     for (target, entry) in moved {
@@ -146,23 +146,24 @@ fn empty_entry() -> Entry {
 }
 
 /// The batch's streams by label fingerprint, to find the stream of a label set without
-/// comparing it with every stream.
+/// comparing it with every stream. Built on first use: a response that moves and adds no entry
+/// (a redaction) needs none.
+#[derive(Default)]
 struct StreamIndex {
-    by_fingerprint: HashMap<u64, Vec<usize>>,
+    by_fingerprint: Option<HashMap<u64, Vec<usize>>>,
 }
 
 impl StreamIndex {
-    fn new(batch: &Batch) -> Self {
-        let mut by_fingerprint: HashMap<u64, Vec<usize>> = HashMap::with_capacity(batch.streams.len());
-        for (i, s) in batch.streams.iter().enumerate() {
-            by_fingerprint.entry(s.labels.fingerprint()).or_default().push(i);
-        }
-        Self { by_fingerprint }
-    }
-
     /// The index of the stream with `labels`, appended to the batch if it has none.
     fn find_or_add(&mut self, batch: &mut Batch, labels: LabelSet) -> usize {
-        let candidates = self.by_fingerprint.entry(labels.fingerprint()).or_default();
+        let by_fingerprint = self.by_fingerprint.get_or_insert_with(|| {
+            let mut map: HashMap<u64, Vec<usize>> = HashMap::with_capacity(batch.streams.len());
+            for (i, s) in batch.streams.iter().enumerate() {
+                map.entry(s.labels.fingerprint()).or_default().push(i);
+            }
+            map
+        });
+        let candidates = by_fingerprint.entry(labels.fingerprint()).or_default();
         if let Some(&i) = candidates.iter().find(|&&i| batch.streams[i].labels == labels) {
             return i;
         }
