@@ -74,28 +74,36 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr().context("listening socket has no address")?;
+    if !local.ip().is_loopback() && !config.tenants.require_auth {
+        tracing::warn!(
+            listen = %local,
+            "listening beyond loopback without tenants.require_auth: anyone who reaches this port can push as any tenant that has no auth entry"
+        );
+    }
     let sink_names: Vec<&String> = config.sinks.keys().collect();
     tracing::info!(listen = %local, sinks = ?sink_names, workers, data_dir = %config.data_dir.display(), "sluice is ready");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let signal_state = Arc::clone(&state);
-    let server = axum::serve(listener, ingest::app(Arc::clone(&state))).with_graceful_shutdown(async move {
+    let limits = ingest::serve::ConnectionLimits {
+        max_connections: config.server.max_connections,
+        header_read_timeout: config.server.header_read_timeout,
+    };
+    let server = ingest::serve::serve(listener, ingest::app(Arc::clone(&state)), limits, async move {
         shutdown_signal().await;
         signal_state.ready.store(false, Ordering::Release);
         tracing::info!("shutting down: no new requests; flushing what was accepted");
         let _ = stop_tx.send(());
     });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(server);
     let _ = stop_rx.await;
 
     let timeout = config.server.shutdown_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let _ = shutdown_deadline.set(deadline);
     let drained = tokio::time::timeout_at(deadline, async {
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("server error: {e}"),
-            Err(e) => tracing::error!("server task failed: {e}"),
+        if let Err(e) = server.await {
+            tracing::error!("server task failed: {e}");
         }
         pipeline.close();
         let _ = tokio::task::spawn_blocking(move || {
@@ -156,12 +164,16 @@ pub fn build_generation(
         let route = router.route(i);
         let route_sinks = route.sinks.iter().map(|&s| senders[s].clone()).collect();
         // The router numbers the configured routes in order, the default route last.
-        let (pipeline, ack) = match config.routes.get(i) {
-            Some(r) => (r.pipeline.as_deref(), r.ack),
-            None => config.default_route.as_ref().map_or((None, None), |d| (d.pipeline.as_deref(), d.ack)),
+        let (pipeline, ack, tenants_out) = match config.routes.get(i) {
+            Some(r) => (r.pipeline.as_deref(), r.ack, r.tenants_out.as_slice()),
+            None => config
+                .default_route
+                .as_ref()
+                .map_or((None, None, &[][..]), |d| (d.pipeline.as_deref(), d.ack, d.tenants_out.as_slice())),
         };
         let stages = stage_plans(&plugins, pipeline, &sink_names, &senders)?;
-        routes.push(RoutePlan { name: route.name.clone(), stages, sinks: route_sinks, ack });
+        let tenants_out = tenants_out.iter().map(|t| Arc::from(t.as_str())).collect();
+        routes.push(RoutePlan { name: route.name.clone(), stages, sinks: route_sinks, ack, tenants_out });
     }
     Ok(Generation { id, router, routes, sinks, default_ack: config.wal.ack })
 }

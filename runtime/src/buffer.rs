@@ -50,6 +50,16 @@ impl Budget {
         Some(Charge { budget: Arc::clone(self), entries, bytes })
     }
 
+    /// A charge of nothing, to [`Charge::grow`] while a push is decoded.
+    pub fn empty_charge(self: &Arc<Self>) -> Charge {
+        Charge { budget: Arc::clone(self), entries: 0, bytes: 0 }
+    }
+
+    /// The whole budget: (entries, bytes).
+    pub fn capacity(&self) -> (u64, u64) {
+        (self.max_entries, self.max_bytes)
+    }
+
     /// Entries currently held.
     pub fn entries(&self) -> u64 {
         self.entries.load(Ordering::Acquire)
@@ -58,6 +68,51 @@ impl Budget {
     /// Bytes currently held.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
+    }
+}
+
+impl Charge {
+    /// Takes `entries` and `bytes` more if both fit in what the budget has left; nothing is
+    /// taken when they do not.
+    pub fn grow(&mut self, entries: u64, bytes: u64) -> bool {
+        let b = &self.budget;
+        let take = |counter: &AtomicU64, amount: u64, max: u64| {
+            counter
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                    held.checked_add(amount).filter(|&n| n <= max)
+                })
+                .is_ok()
+        };
+        if !take(&b.entries, entries, b.max_entries) {
+            return false;
+        }
+        if !take(&b.bytes, bytes, b.max_bytes) {
+            b.entries.fetch_sub(entries, Ordering::AcqRel);
+            return false;
+        }
+        self.entries += entries;
+        self.bytes += bytes;
+        true
+    }
+
+    /// Gives back what this charge holds above `entries` and `bytes` (a decoded push's estimate
+    /// once its real size is known).
+    pub fn shrink_to(&mut self, entries: u64, bytes: u64) {
+        let (e, b) = (self.entries.saturating_sub(entries), self.bytes.saturating_sub(bytes));
+        self.budget.entries.fetch_sub(e, Ordering::AcqRel);
+        self.budget.bytes.fetch_sub(b, Ordering::AcqRel);
+        self.entries -= e;
+        self.bytes -= b;
+    }
+
+    /// Bytes held by this charge.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The budget this charge is taken from.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 }
 
@@ -87,5 +142,25 @@ mod tests {
         assert!(budget.try_charge(1, 1).is_none());
         drop(huge);
         assert_eq!(budget.entries(), 0);
+    }
+
+    #[test]
+    fn a_growing_charge_never_passes_the_budget_and_shrinks_to_its_real_size() {
+        let budget = Budget::new(10, 1000);
+        let other = budget.try_charge(2, 200).expect("fits");
+        let mut c = budget.empty_charge();
+        assert!(c.grow(5, 500));
+        assert!(!c.grow(1, 301), "bytes would pass the budget");
+        assert!(!c.grow(4, 1), "entries would pass the budget");
+        assert_eq!((budget.entries(), budget.bytes()), (7, 700), "a refused growth takes nothing");
+        assert!(c.grow(3, 300), "exactly full");
+        c.shrink_to(2, 50);
+        assert_eq!((budget.entries(), budget.bytes()), (4, 250));
+        assert_eq!(c.bytes(), 50);
+        c.shrink_to(100, 100);
+        assert_eq!(c.bytes(), 50, "shrinking never grows");
+        drop(c);
+        drop(other);
+        assert_eq!((budget.entries(), budget.bytes()), (0, 0));
     }
 }

@@ -128,6 +128,27 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Threads that run pipeline stages; 0 means one per CPU core.
     pub workers: usize,
+    /// Most entries in one push (never more than `queue.max_entries`); more → 413, found before
+    /// the push is decoded.
+    pub max_entries_per_push: usize,
+    /// Most streams in one push; more → 413.
+    pub max_streams_per_push: usize,
+    /// Pushes decoded at once, on threads of their own (never the HTTP threads); 0 means one
+    /// per CPU core. Further pushes wait for a free one.
+    pub decode_threads: usize,
+    /// How long a client may take to send a request's headers, and to start its next request on
+    /// a kept-alive connection; then the connection is closed (an idle client reconnects).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's whole body; then 408.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Most connections open at once; a connection past it is answered 503 and closed.
+    pub max_connections: usize,
+    /// Most requests being handled at once; past it → 503 with `Retry-After`.
+    pub max_inflight_requests: usize,
+    /// Bearer token that `POST /-/reload` requires; unset, that endpoint answers 403.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +159,14 @@ impl Default for ServerConfig {
             max_decompressed_size: ByteSize::mib(100),
             shutdown_timeout: Duration::from_secs(30),
             workers: 0,
+            max_entries_per_push: 100_000,
+            max_streams_per_push: 10_000,
+            decode_threads: 0,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_inflight_requests: 256,
+            admin_token: None,
         }
     }
 }
@@ -197,13 +226,13 @@ impl AuthConfig {
     fn check(&self) -> Result<(), &'static str> {
         match (&self.bearer_token, &self.username, &self.password) {
             (Some(t), None, None) if !t.is_empty() => Ok(()),
-            (None, Some(u), Some(_)) if !u.is_empty() => Ok(()),
+            (None, Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Ok(()),
             (Some(_), _, _) if self.username.is_some() || self.password.is_some() => {
                 Err("give either bearer_token or username and password, not both")
             }
             (Some(_), _, _) => Err("bearer_token is empty"),
             (None, None, None) => Err("give bearer_token, or username and password"),
-            _ => Err("basic auth needs a non-empty username and a password"),
+            _ => Err("basic auth needs a non-empty username and a non-empty password"),
         }
     }
 }
@@ -555,6 +584,10 @@ pub struct RouteConfig {
     /// Acknowledgement mode of the matching streams (default: `wal.ack`).
     #[serde(default)]
     pub ack: Option<AckMode>,
+    /// Tenants a stage of this route may move entries to (the `__tenant_id__` label); a move to
+    /// any other tenant is refused and counted. Empty: entries keep the pushing tenant.
+    #[serde(default)]
+    pub tenants_out: Vec<String>,
 }
 
 /// Where streams that match no route go.
@@ -569,6 +602,9 @@ pub struct DefaultRouteConfig {
     /// Acknowledgement mode of unmatched streams (default: `wal.ack`).
     #[serde(default)]
     pub ack: Option<AckMode>,
+    /// Tenants a stage of the default route may move entries to, as `routes[].tenants_out`.
+    #[serde(default)]
+    pub tenants_out: Vec<String>,
 }
 
 /// A pipeline: stages applied in order to every batch of the routes that name it.
@@ -864,6 +900,19 @@ impl Config {
         if self.server.max_body_size.as_u64() == 0 || self.server.max_decompressed_size.as_u64() == 0 {
             errors.push(err("server", "max_body_size and max_decompressed_size must be larger than 0"));
         }
+        let s = &self.server;
+        for (key, zero) in [
+            ("max_entries_per_push", s.max_entries_per_push == 0),
+            ("max_streams_per_push", s.max_streams_per_push == 0),
+            ("max_connections", s.max_connections == 0),
+            ("max_inflight_requests", s.max_inflight_requests == 0),
+            ("header_read_timeout", s.header_read_timeout.is_zero()),
+            ("body_read_timeout", s.body_read_timeout.is_zero()),
+        ] {
+            if zero {
+                errors.push(err(format!("server.{key}"), "must be larger than 0"));
+            }
+        }
         if self.sinks.is_empty() {
             errors.push(err("sinks", "no sinks configured: add at least one (type `loki` or `archive`)"));
         }
@@ -925,9 +974,11 @@ impl Config {
             if let Some(previous) = names.insert(route_name(i, route), i) {
                 errors.push(err(format!("{at}.name"), format!("same name as routes[{previous}]")));
             }
+            check_tenants_out(&format!("{at}.tenants_out"), &route.tenants_out, &mut errors);
         }
         if let Some(default) = &self.default_route {
             check_sinks("default_route.sinks".into(), &default.sinks, &mut errors);
+            check_tenants_out("default_route.tenants_out", &default.tenants_out, &mut errors);
         }
         let check_pipeline = |at: &str, name: &Option<String>, errors: &mut Vec<ConfigError>| {
             if let Some(p) = name
@@ -1065,6 +1116,23 @@ pub fn plugin_source(base_dir: &Path, plugin: &Path) -> PluginSource {
     if is_path { PluginSource::File(base_dir.join(plugin)) } else { PluginSource::Builtin(text.into_owned()) }
 }
 
+/// Every tenant a route may move entries to must be a valid tenant id, listed once.
+fn check_tenants_out(at: &str, tenants: &[String], errors: &mut Vec<ConfigError>) {
+    for (i, t) in tenants.iter().enumerate() {
+        if !crate::ingest::is_valid_tenant_id(t) {
+            errors.push(err(
+                format!("{at}[{i}]"),
+                format!(
+                    "`{}` is not a valid tenant id (1 to 150 of a-z, A-Z, 0-9 and !-_.*'())",
+                    t.escape_default()
+                ),
+            ));
+        } else if tenants[..i].contains(t) {
+            errors.push(err(format!("{at}[{i}]"), format!("tenant `{t}` is listed twice")));
+        }
+    }
+}
+
 /// The name a route goes by in metrics and logs.
 pub fn route_name(index: usize, route: &RouteConfig) -> String {
     route.name.clone().unwrap_or_else(|| format!("route-{index}"))
@@ -1170,18 +1238,29 @@ impl LokiSinkConfig {
 
     /// The push endpoint: `url` itself when it has a path, else `url` + `/loki/api/v1/push`.
     pub fn push_url(&self) -> Result<String, String> {
-        let uri: http::Uri = self.url.parse().map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
+        let shown = redact_url(&self.url);
+        let uri: http::Uri = self.url.parse().map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
         match uri.scheme_str() {
             Some("http" | "https") => {}
-            _ => return Err(format!("`{}` must start with http:// or https://", self.url)),
+            _ => return Err(format!("`{shown}` must start with http:// or https://")),
         }
         if uri.host().is_none() {
-            return Err(format!("`{}` has no host", self.url));
+            return Err(format!("`{shown}` has no host"));
         }
         Ok(match uri.path() {
             "" | "/" => format!("{}/loki/api/v1/push", self.url.trim_end_matches('/')),
             _ => self.url.clone(),
         })
+    }
+}
+
+/// `url` with any `user:password@` in its authority replaced by `***@`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
     }
 }
 
@@ -1270,6 +1349,14 @@ mod tests {
         let text = "a: ${TOKEN}\nb: ${MISSING:-fallback}\nc: $$HOME\nd: ${EMPTY:-x}\ne: $5\n";
         let out = substitute_env(text, env).expect("substitutes");
         assert_eq!(out, "a: s3cret\nb: fallback\nc: $HOME\nd: x\ne: $5\n");
+    }
+
+    #[test]
+    fn urls_in_messages_lose_their_credentials() {
+        assert_eq!(redact_url("http://user:pa%40ss@loki:3100/x"), "http://***@loki:3100/x");
+        assert_eq!(redact_url("https://token@loki"), "https://***@loki");
+        assert_eq!(redact_url("http://loki:3100/a@b"), "http://loki:3100/a@b", "an @ in the path stays");
+        assert_eq!(redact_url("no scheme"), "no scheme");
     }
 
     #[test]

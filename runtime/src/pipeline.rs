@@ -95,6 +95,8 @@ pub struct RoutePlan {
     pub sinks: Vec<SinkTarget>,
     /// The route's own acknowledgement mode, if it has one.
     pub ack: Option<AckMode>,
+    /// The only tenants its stages may move entries to (`routes[].tenants_out`).
+    pub tenants_out: Vec<Arc<str>>,
 }
 
 /// What one configuration decides about streams: the routes, and each route's stages and sinks.
@@ -330,7 +332,7 @@ impl Worker {
         if batch.streams.is_empty() {
             return;
         }
-        for batch in split_by_tenant(batch, &plan.name) {
+        for batch in split_by_tenant(batch, plan) {
             self.deliver(&plan.name, &plan.sinks, batch, &to);
         }
     }
@@ -398,9 +400,11 @@ struct Delivery<'a> {
 pub const TENANT_LABEL: &str = "__tenant_id__";
 
 /// `batch` split by the tenant its stages chose: streams labelled [`TENANT_LABEL`] go, without
-/// that label, to a batch of that tenant; the rest stay. An invalid tenant id is ignored (the
-/// stream stays with its tenant) and counted.
-fn split_by_tenant(mut batch: Batch, route: &str) -> Vec<Batch> {
+/// that label, to a batch of that tenant if the route lists it in `tenants_out`; the rest stay.
+/// A refused move (a tenant not listed, or not a valid id) leaves the stream with its tenant,
+/// without the label, and is counted: a client's labels can never choose a tenant (ingest
+/// refuses `__` labels), and a stage only among those the operator allowed.
+fn split_by_tenant(mut batch: Batch, route: &RoutePlan) -> Vec<Batch> {
     if !batch.streams.iter().any(|s| s.labels.get(TENANT_LABEL).is_some()) {
         return vec![batch];
     }
@@ -413,16 +417,28 @@ fn split_by_tenant(mut batch: Batch, route: &str) -> Vec<Batch> {
         };
         let pairs = stream.labels.pairs().iter().filter(|(n, _)| n != TENANT_LABEL).cloned().collect();
         stream.labels = LabelSet::new(pairs);
-        if !crate::ingest::is_valid_tenant_id(&tenant) || *tenant == *batch.tenant {
-            if *tenant != *batch.tenant {
-                metrics::counter!("sluice_tenant_rewrites_refused_total", "route" => route.to_string())
-                    .increment(stream.entries.len() as u64);
-                tracing::warn!(route, tenant = %tenant.escape_default(), "a stage set an invalid tenant id; the entries keep their tenant");
-            }
+        if *tenant == *batch.tenant {
             stay.push(stream);
             continue;
         }
-        metrics::counter!("sluice_tenant_rewrites_total", "route" => route.to_string())
+        let refused = if !crate::ingest::is_valid_tenant_id(&tenant) {
+            Some("invalid")
+        } else if !route.tenants_out.iter().any(|t| **t == *tenant) {
+            Some("not_allowed")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            metrics::counter!("sluice_tenant_rewrites_refused_total", "route" => route.name.clone(), "reason" => reason)
+                .increment(stream.entries.len() as u64);
+            tracing::warn!(
+                route = %route.name, tenant = %tenant.escape_default(), reason,
+                "a stage moved entries to a tenant the route does not allow (routes[].tenants_out) or to an invalid id; they keep their tenant"
+            );
+            stay.push(stream);
+            continue;
+        }
+        metrics::counter!("sluice_tenant_rewrites_total", "route" => route.name.clone())
             .increment(stream.entries.len() as u64);
         match moved.iter_mut().find(|b| *b.tenant == *tenant) {
             Some(b) => b.streams.push(stream),
@@ -489,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stage_moves_streams_to_another_tenant_with_the_reserved_label() {
+    fn a_stage_moves_streams_only_to_the_tenants_the_route_allows() {
         let labelled = |pairs: &[(&str, &str)], line: &str| Stream {
             labels: LabelSet::new(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()),
             entries: vec![Entry { timestamp_ns: 1, line: line.into(), metadata: vec![] }],
@@ -499,7 +515,15 @@ mod tests {
         b.streams.push(labelled(&[("app", "c"), (TENANT_LABEL, "team-b")], "to b too"));
         b.streams.push(labelled(&[("app", "d"), (TENANT_LABEL, "no/slashes")], "invalid: stays"));
         b.streams.push(labelled(&[("app", "e"), (TENANT_LABEL, "t")], "own tenant: stays"));
-        let out = split_by_tenant(b, "r");
+        b.streams.push(labelled(&[("app", "f"), (TENANT_LABEL, "team-c")], "not allowed: stays"));
+        let route = RoutePlan {
+            name: "r".into(),
+            stages: vec![],
+            sinks: vec![],
+            ack: None,
+            tenants_out: vec!["team-b".into()],
+        };
+        let out = split_by_tenant(b, &route);
         let shown: Vec<(String, Vec<String>)> = out
             .iter()
             .map(|b| {
@@ -517,7 +541,8 @@ mod tests {
             [
                 r#"[("app", "x")]=stays"#,
                 r#"[("app", "d")]=invalid: stays"#,
-                r#"[("app", "e")]=own tenant: stays"#
+                r#"[("app", "e")]=own tenant: stays"#,
+                r#"[("app", "f")]=not allowed: stays"#
             ]
         );
         // The label never leaves: fingerprints match a label set built without it.
@@ -536,6 +561,7 @@ mod tests {
             stages,
             sinks: vec![target("a", tx1), target("b", tx2)],
             ack: None,
+            tenants_out: vec![],
         };
         let (pipeline, handles) = Pipeline::start(2, generation(1, plan), None).expect("starts");
         let generation = pipeline.current().expect("open");
@@ -583,6 +609,7 @@ mod tests {
                 stages: vec![StagePlan { factory, on_error }],
                 sinks: vec![target("s", tx)],
                 ack: None,
+                tenants_out: vec![],
             };
             let (pipeline, handles) = Pipeline::start(1, generation(1, plan), None).expect("starts");
             let generation = pipeline.current().expect("open");
@@ -645,6 +672,7 @@ mod tests {
                 stages: vec![StagePlan { factory, on_error: OnError::Pass }],
                 sinks: vec![target("s", tx.clone())],
                 ack: None,
+                tenants_out: vec![],
             }
         };
         let (pipeline, handles) = Pipeline::start(1, generation(1, plan("-v1")), None).expect("starts");
@@ -689,8 +717,13 @@ mod tests {
     #[test]
     fn the_stronger_of_route_and_tenant_ack_modes_applies() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let plan =
-            |ack| RoutePlan { name: "r".into(), stages: vec![], sinks: vec![target("s", tx.clone())], ack };
+        let plan = |ack| RoutePlan {
+            name: "r".into(),
+            stages: vec![],
+            sinks: vec![target("s", tx.clone())],
+            ack,
+            tenants_out: vec![],
+        };
         let mut g = generation(1, plan(None));
         g.default_ack = AckMode::OnDisk;
         assert_eq!(g.ack_mode(0, None), AckMode::OnDisk, "the default");
@@ -710,7 +743,13 @@ mod tests {
         };
         let (wal, _) = Wal::open(&config, dir.path(), &["s".to_string()]).expect("opens");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let plan = RoutePlan { name: "r".into(), stages: vec![], sinks: vec![target("s", tx)], ack: None };
+        let plan = RoutePlan {
+            name: "r".into(),
+            stages: vec![],
+            sinks: vec![target("s", tx)],
+            ack: None,
+            tenants_out: vec![],
+        };
         let (pipeline, handles) =
             Pipeline::start(1, generation(1, plan), Some(Arc::clone(&wal))).expect("starts");
         let generation = pipeline.current().expect("open");

@@ -85,9 +85,18 @@ fn describe() {
     );
     describe_counter!(
         "sluice_tenant_rewrites_refused_total",
-        "Entries whose stage set an invalid tenant id; they kept their tenant."
+        "Entries a stage tried to move to a tenant the route does not allow (tenants_out) or to an invalid id; they kept their tenant."
     );
     describe_counter!("sluice_reloads_total", "Configuration reloads, by result.");
+    describe_gauge!("sluice_http_connections", "HTTP connections open.");
+    describe_counter!(
+        "sluice_http_connections_refused_total",
+        "Connections answered 503 and closed past server.max_connections."
+    );
+    describe_counter!(
+        "sluice_http_requests_refused_total",
+        "Requests refused before they were handled, by reason (inflight: server.max_inflight_requests; admin_auth: a reload without the admin token)."
+    );
     describe_counter!("sluice_route_dropped_entries_total", "Entries that no route or sink took.");
     describe_counter!("sluice_sink_requests_total", "Sink requests by status.");
     describe_counter!("sluice_sink_sent_entries_total", "Entries delivered by a sink.");

@@ -18,6 +18,7 @@ mod reload;
 mod replay;
 mod resilience;
 mod routing;
+mod security;
 mod shutdown;
 mod tenants;
 mod validate_cmd;

@@ -17,7 +17,7 @@ use crate::support::{DELIVERY, ok_or_logs};
 /// `version=<version>`; `filter` is its extra config.
 fn config(r: &Receiver, plugin_file: &Path, version: &str, filter: &str, watch: &str) -> String {
     let extra = format!(
-        r#"server: {{ workers: 2 }}
+        r#"server: {{ workers: 2, admin_token: reload-secret }}
 reload: {{ {watch} }}
 pipelines:
   main:
@@ -41,8 +41,14 @@ async fn start(path: &Path) -> Sluice {
     .await
 }
 
+/// `POST /-/reload` with the admin token of [`config`].
 async fn post_reload(sluice: &Sluice) -> (u16, String) {
-    let resp = reqwest::Client::new().post(sluice.url("/-/reload")).send().await.expect("sluice answers");
+    let resp = reqwest::Client::new()
+        .post(sluice.url("/-/reload"))
+        .bearer_auth("reload-secret")
+        .send()
+        .await
+        .expect("sluice answers");
     (resp.status().as_u16(), resp.text().await.unwrap_or_default())
 }
 

@@ -76,7 +76,14 @@ pub fn limits_for(mode: u8) -> Limits {
     }
 }
 
-/// `decode_push` with the fuzz tenant, the default decompressed-size limit and [`NOW_NS`].
+/// Most bytes of memory a decoder may charge per byte of the decompressed push (an empty
+/// protobuf entry, 2 bytes on the wire, is charged the most), beyond [`CHARGE_SLACK`].
+pub const CHARGE_PER_BYTE: u64 = 160;
+pub const CHARGE_SLACK: u64 = 4096;
+
+/// `decode_push_metered` with the fuzz tenant, the default decompressed-size limit and
+/// [`NOW_NS`], checking the memory bound: what decoding charged covers what the decoded batch
+/// holds, and is at most [`CHARGE_PER_BYTE`] per byte of the inflated body.
 pub fn decode(
     body: &[u8],
     content_type: Option<&str>,
@@ -84,7 +91,47 @@ pub fn decode(
     limits: &Limits,
 ) -> std::result::Result<Decoded, DecodeError> {
     let format = BodyFormat { content_type, content_encoding };
-    decode::decode_push(body, format, Arc::from(TENANT), limits, max_decompressed(), NOW_NS)
+    let bounds = decode::Bounds { max_decompressed: max_decompressed(), push: decode::PushLimits::NONE };
+    let mut meter = decode::Unmetered::default();
+    let result =
+        decode::decode_push_metered(body, format, Arc::from(TENANT), limits, bounds, &mut meter, NOW_NS);
+    if let Ok(d) = &result {
+        let held = d.batch.size() as u64;
+        assert!(meter.bytes >= held, "decoding charged {} bytes, but the batch holds {held}", meter.bytes);
+        let inflated = inflated_len(body, decode::is_json(content_type), content_encoding);
+        assert!(
+            meter.bytes <= CHARGE_PER_BYTE * inflated + CHARGE_SLACK,
+            "decoding charged {} bytes for {inflated} inflated bytes",
+            meter.bytes
+        );
+    }
+    result
+}
+
+/// Bytes of `body` once its content encoding (and, for protobuf, snappy) is undone; only called
+/// for bodies sluice decoded, so every step succeeds.
+fn inflated_len(body: &[u8], json: bool, content_encoding: Option<&str>) -> u64 {
+    use std::io::Read as _;
+    let mut inflated = Vec::new();
+    let content = match content_encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        Some("gzip") => {
+            let _ = flate2::read::GzDecoder::new(body).read_to_end(&mut inflated);
+            &inflated[..]
+        }
+        Some("deflate") => {
+            if flate2::read::ZlibDecoder::new(body).read_to_end(&mut inflated).is_err() {
+                inflated.clear();
+                let _ = flate2::read::DeflateDecoder::new(body).read_to_end(&mut inflated);
+            }
+            &inflated[..]
+        }
+        _ => body,
+    };
+    if json {
+        content.len() as u64
+    } else {
+        snap::raw::decompress_len(content).map_or(content.len(), |n| n) as u64
+    }
 }
 
 fn bytes_limit(b: ByteSize) -> usize {

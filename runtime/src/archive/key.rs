@@ -140,8 +140,11 @@ fn push_value(out: &mut String, value: Option<&str>) {
         None => out.push_str(MISSING_LABEL),
         Some("") => out.push_str(EMPTY_VALUE),
         Some(v) => {
+            // `.` and `..` would read as path steps, which stores refuse (and a directory store
+            // would follow): a value of dots alone has every dot escaped.
+            let dots_only = v.bytes().all(|b| b == b'.');
             for b in v.bytes() {
-                if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-') || (b == b'.' && !dots_only) {
                     out.push(b as char);
                 } else {
                     out.push_str(&format!("%{b:02X}"));
@@ -174,6 +177,15 @@ mod tests {
             "logs/2024/02/29/web%2Fapi%20x-__empty__/a%2Ab"
         );
         assert_eq!(all.render("t", &labels(&[]), Hour::of(0)), "logs/1970/01/01/__none__-__none__/t");
+    }
+
+    #[test]
+    fn values_of_dots_alone_never_make_a_path_step() {
+        let key = KeyTemplate::parse("x/{label:app}/{date}").expect("parses");
+        let hour = Hour::of(0);
+        assert_eq!(key.render("t", &labels(&[("app", ".")]), hour), "x/%2E/1970-01-01");
+        assert_eq!(key.render("t", &labels(&[("app", "..")]), hour), "x/%2E%2E/1970-01-01");
+        assert_eq!(key.render("t", &labels(&[("app", "a.b")]), hour), "x/a.b/1970-01-01", "other dots stay");
     }
 
     #[test]

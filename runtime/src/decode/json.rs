@@ -13,15 +13,30 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::DecodeError;
+use super::cost::{Cost, PAIR_OVERHEAD};
 use super::validate::{RawLabels, Validator};
 use crate::model::{Entry, Pair};
 
-/// Decodes `bytes` and hands each stream to `validator`.
-pub(crate) fn decode(bytes: &[u8], validator: &mut Validator<'_>) -> Result<(), DecodeError> {
+/// Decodes `bytes` and hands each stream to `validator`, charging `cost` for each entry as it is
+/// built (a refusal stops the parse and is returned as it is, not as a syntax error).
+pub(crate) fn decode(
+    bytes: &[u8],
+    validator: &mut Validator<'_>,
+    cost: &mut Cost<'_>,
+) -> Result<(), DecodeError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = de::Deserializer::deserialize_any(&mut de, PushVisitor { validator, cost: &mut *cost });
+    if cost.is_refused() {
+        return Err(cost.take_error());
+    }
     let malformed = |e: serde_json::Error| DecodeError::Malformed(e.to_string());
-    de::Deserializer::deserialize_any(&mut de, PushVisitor { validator }).map_err(malformed)?;
+    parsed.map_err(malformed)?;
     de.end().map_err(malformed)
+}
+
+/// The serde error that stops a parse whose cost was refused; [`decode`] returns the refusal.
+fn refused<E: de::Error>() -> E {
+    E::custom("the push's cost was refused")
 }
 
 /// Where in the document a value is, for error messages.
@@ -110,7 +125,7 @@ macro_rules! reject {
 /// Every visitor here is driven by `deserialize_any`, so the JSON type picks the method.
 macro_rules! seed_via_any {
     ($seed:ident) => {
-        impl<'de> DeserializeSeed<'de> for $seed<'_, '_> {
+        impl<'de> DeserializeSeed<'de> for $seed<'_, '_, '_, '_> {
             type Value = <Self as Visitor<'de>>::Value;
             fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
                 d.deserialize_any(self)
@@ -119,18 +134,19 @@ macro_rules! seed_via_any {
     };
 }
 
-struct PushVisitor<'v, 'l> {
+struct PushVisitor<'v, 'l, 'c, 'm> {
     validator: &'v mut Validator<'l>,
+    cost: &'c mut Cost<'m>,
 }
 
-impl PushVisitor<'_, '_> {
+impl PushVisitor<'_, '_, '_, '_> {
     const EXPECTED: &'static str = "the body must be a JSON object with a \"streams\" array";
     fn loc(&self) -> Loc<'static> {
         Loc::Body
     }
 }
 
-impl<'de> Visitor<'de> for PushVisitor<'_, '_> {
+impl<'de> Visitor<'de> for PushVisitor<'_, '_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -140,7 +156,10 @@ impl<'de> Visitor<'de> for PushVisitor<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Streams => map.next_value_seed(StreamsVisitor { validator: &mut *self.validator })?,
+                Key::Streams => map.next_value_seed(StreamsVisitor {
+                    validator: &mut *self.validator,
+                    cost: &mut *self.cost,
+                })?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -181,11 +200,12 @@ impl<'de> de::Deserialize<'de> for Key {
     }
 }
 
-struct StreamsVisitor<'v, 'l> {
+struct StreamsVisitor<'v, 'l, 'c, 'm> {
     validator: &'v mut Validator<'l>,
+    cost: &'c mut Cost<'m>,
 }
 
-impl StreamsVisitor<'_, '_> {
+impl StreamsVisitor<'_, '_, '_, '_> {
     const EXPECTED: &'static str = "must be an array of streams";
     fn loc(&self) -> Loc<'static> {
         Loc::Streams
@@ -194,7 +214,7 @@ impl StreamsVisitor<'_, '_> {
 
 seed_via_any!(StreamsVisitor);
 
-impl<'de> Visitor<'de> for StreamsVisitor<'_, '_> {
+impl<'de> Visitor<'de> for StreamsVisitor<'_, '_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -203,7 +223,10 @@ impl<'de> Visitor<'de> for StreamsVisitor<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
-        while seq.next_element_seed(StreamVisitor { validator: &mut *self.validator, i })?.is_some() {
+        while seq
+            .next_element_seed(StreamVisitor { validator: &mut *self.validator, cost: &mut *self.cost, i })?
+            .is_some()
+        {
             i += 1;
         }
         Ok(())
@@ -212,12 +235,13 @@ impl<'de> Visitor<'de> for StreamsVisitor<'_, '_> {
     reject!(bool, number, null, string, object);
 }
 
-struct StreamVisitor<'v, 'l> {
+struct StreamVisitor<'v, 'l, 'c, 'm> {
     validator: &'v mut Validator<'l>,
+    cost: &'c mut Cost<'m>,
     i: usize,
 }
 
-impl StreamVisitor<'_, '_> {
+impl StreamVisitor<'_, '_, '_, '_> {
     const EXPECTED: &'static str = "a stream must be an object with \"stream\" and \"values\"";
     fn loc(&self) -> Loc<'static> {
         Loc::Stream(self.i)
@@ -226,7 +250,7 @@ impl StreamVisitor<'_, '_> {
 
 seed_via_any!(StreamVisitor);
 
-impl<'de> Visitor<'de> for StreamVisitor<'_, '_> {
+impl<'de> Visitor<'de> for StreamVisitor<'_, '_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -240,12 +264,16 @@ impl<'de> Visitor<'de> for StreamVisitor<'_, '_> {
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::Stream => labels = map.next_value_seed(LabelsSeed { i })?,
-                Key::Values => map.next_value_seed(ValuesSeed { i, out: &mut entries })?,
+                Key::Values => {
+                    map.next_value_seed(ValuesSeed { i, out: &mut entries, cost: &mut *self.cost })?
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
+        let label_bytes: usize = labels.iter().map(|(n, v)| n.len() + v.len() + PAIR_OVERHEAD).sum();
+        self.cost.stream(label_bytes).map_err(|_| refused())?;
         self.validator.push_stream(RawLabels::Pairs(labels), entries);
         Ok(())
     }
@@ -293,12 +321,13 @@ impl<'de> Visitor<'de> for LabelsSeed {
     reject!(bool, number, null, string, array);
 }
 
-struct ValuesSeed<'o> {
+struct ValuesSeed<'o, 'c, 'm> {
     i: usize,
     out: &'o mut Vec<Entry>,
+    cost: &'c mut Cost<'m>,
 }
 
-impl ValuesSeed<'_> {
+impl ValuesSeed<'_, '_, '_> {
     const EXPECTED: &'static str =
         "values must be an array of [timestamp, line] or [timestamp, line, metadata]";
     fn loc(&self) -> Loc<'static> {
@@ -306,14 +335,14 @@ impl ValuesSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for ValuesSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ValuesSeed<'_, '_, '_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ValuesSeed<'_> {
+impl<'de> Visitor<'de> for ValuesSeed<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -324,6 +353,8 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
         let i = self.i;
         let mut j = self.out.len();
         while let Some(entry) = seq.next_element_seed(EntrySeed { i, j })? {
+            let bytes = entry.line.len() + entry.metadata_size() + entry.metadata.len() * PAIR_OVERHEAD;
+            self.cost.entries(1, bytes).map_err(|_| refused())?;
             self.out.push(entry);
             j += 1;
         }
@@ -536,7 +567,10 @@ mod tests {
     fn run(body: &str) -> Result<Decoded, DecodeError> {
         let limits = Limits::default();
         let mut v = Validator::new(&limits, Arc::from("t"), NOW);
-        decode(body.as_bytes(), &mut v)?;
+        let mut meter = crate::decode::Unmetered::default();
+        let mut cost = Cost::new(crate::decode::PushLimits::NONE, &mut meter);
+        decode(body.as_bytes(), &mut v, &mut cost)?;
+        cost.finish()?;
         Ok(v.finish())
     }
 
@@ -666,7 +700,9 @@ mod tests {
         // Invalid UTF-8 inside a string.
         let limits = Limits::default();
         let mut v = Validator::new(&limits, Arc::from("t"), NOW);
-        assert!(decode(b"{\"streams\":[{\"values\":[[\"1\",\"\xff\"]]}]}", &mut v).is_err());
+        let mut meter = crate::decode::Unmetered::default();
+        let mut cost = Cost::new(crate::decode::PushLimits::NONE, &mut meter);
+        assert!(decode(b"{\"streams\":[{\"values\":[[\"1\",\"\xff\"]]}]}", &mut v, &mut cost).is_err());
     }
 
     #[test]

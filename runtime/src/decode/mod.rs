@@ -15,12 +15,14 @@ use std::sync::Arc;
 use crate::config::Limits;
 use crate::model::Batch;
 
+mod cost;
 mod decompress;
 mod json;
 pub mod labels;
 mod protobuf;
 mod validate;
 
+pub use cost::{Meter, PushLimits, Unmetered};
 pub use labels::{LabelParseError, is_valid_label_name, parse_label_set, parse_labels};
 
 /// How the body was sent, from the request headers. As in Loki, a body whose media type is not
@@ -54,11 +56,13 @@ pub struct Rejected {
     pub message: String,
 }
 
-/// Why entries were rejected; names match Loki's `discarded` reasons.
+/// Why entries were rejected; names match Loki's `discarded` reasons where Loki has the rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     MissingLabels,
     InvalidLabels,
+    /// A label whose name starts with `__` (sluice's own; not one of Loki's reasons).
+    ReservedLabelName,
     MaxLabelNamesPerSeries,
     LabelNameTooLong,
     LabelValueTooLong,
@@ -76,6 +80,7 @@ impl Reason {
         match self {
             Self::MissingLabels => "missing_labels",
             Self::InvalidLabels => "invalid_labels",
+            Self::ReservedLabelName => "reserved_label_name",
             Self::MaxLabelNamesPerSeries => "max_label_names_per_series",
             Self::LabelNameTooLong => "label_name_too_long",
             Self::LabelValueTooLong => "label_value_too_long",
@@ -100,13 +105,33 @@ pub enum DecodeError {
     Decompress { encoding: &'static str, detail: String },
     #[error("malformed push request: {0}")]
     Malformed(String),
+    #[error(
+        "the push has more than {limit} entries (server.max_entries_per_push, at most queue.max_entries): send smaller pushes"
+    )]
+    TooManyEntries { limit: usize },
+    #[error("the push has more than {limit} streams (server.max_streams_per_push): send smaller pushes")]
+    TooManyStreams { limit: usize },
+    /// Decoded, the push would not fit in the memory budget even on its own.
+    #[error(
+        "the push needs more than {limit} bytes of memory once decoded, the whole of queue.max_bytes: send smaller pushes"
+    )]
+    TooCostly { limit: u64 },
+    /// The memory budget is spent for now.
+    #[error(
+        "sluice is at capacity ({entries} entries, {bytes} bytes in flight; queue.max_entries / queue.max_bytes): retry later"
+    )]
+    AtCapacity { entries: u64, bytes: u64 },
 }
 
 impl DecodeError {
     /// The HTTP status Loki answers with.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            Self::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. }
+            | Self::TooManyEntries { .. }
+            | Self::TooManyStreams { .. }
+            | Self::TooCostly { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
+            Self::AtCapacity { .. } => http::StatusCode::TOO_MANY_REQUESTS,
             _ => http::StatusCode::BAD_REQUEST,
         }
     }
@@ -121,7 +146,8 @@ pub fn is_json(content_type: Option<&str>) -> bool {
     })
 }
 
-/// Decodes a push body and validates it with `limits` at `now_ns`.
+/// Decodes a push body and validates it with `limits` at `now_ns`, without bounds on what it
+/// decodes to beyond `max_decompressed` (see [`decode_push_metered`]).
 pub fn decode_push(
     body: &[u8],
     format: BodyFormat<'_>,
@@ -130,6 +156,30 @@ pub fn decode_push(
     max_decompressed: usize,
     now_ns: i64,
 ) -> Result<Decoded, DecodeError> {
+    let bounds = Bounds { max_decompressed, push: PushLimits::NONE };
+    decode_push_metered(body, format, tenant, limits, bounds, &mut Unmetered::default(), now_ns)
+}
+
+/// What one push may cost: its decompressed size, its counts, and (through a [`Meter`]) the
+/// memory its decoded form takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub max_decompressed: usize,
+    pub push: PushLimits,
+}
+
+/// Decodes and validates a push as [`decode_push`] does, charging every stream and entry to
+/// `meter` before it is built and stopping at the first refusal or bound passed.
+pub fn decode_push_metered(
+    body: &[u8],
+    format: BodyFormat<'_>,
+    tenant: Arc<str>,
+    limits: &Limits,
+    bounds: Bounds,
+    meter: &mut dyn Meter,
+    now_ns: i64,
+) -> Result<Decoded, DecodeError> {
+    let max_decompressed = bounds.max_decompressed;
     let encoding = decompress::Encoding::parse(format.content_encoding)?;
     let json = is_json(format.content_type);
     // Protobuf is still snappy-compressed after the content encoding, and snappy can make data
@@ -144,12 +194,15 @@ pub fn decode_push(
         return Err(DecodeError::TooLarge { limit: max_decompressed });
     }
     let mut validator = validate::Validator::new(limits, tenant, now_ns);
+    let mut cost = cost::Cost::new(bounds.push, meter);
     if json {
-        json::decode(&body, &mut validator)?;
+        json::decode(&body, &mut validator, &mut cost)?;
     } else {
         let raw = decompress::unsnappy(&body, max_decompressed)?;
-        protobuf::decode(&raw, &mut validator)?;
+        drop(body);
+        protobuf::decode(&raw, &mut validator, &mut cost)?;
     }
+    cost.finish()?;
     Ok(validator.finish())
 }
 
@@ -311,6 +364,109 @@ mod tests {
             d.rejected[0].message.starts_with(r#"stream {app="api"}: 1 entry rejected"#),
             "{}",
             d.rejected[0].message
+        );
+    }
+
+    /// A meter that refuses past `cap` bytes and records what it took.
+    struct Capped {
+        cap: u64,
+        taken: u64,
+    }
+
+    impl Meter for Capped {
+        fn take(&mut self, _entries: u64, bytes: u64) -> Result<(), DecodeError> {
+            if self.taken + bytes > self.cap {
+                return Err(DecodeError::AtCapacity { entries: 0, bytes: self.taken });
+            }
+            self.taken += bytes;
+            Ok(())
+        }
+    }
+
+    fn metered(
+        body: &[u8],
+        json: bool,
+        push: PushLimits,
+        meter: &mut dyn Meter,
+    ) -> Result<Decoded, DecodeError> {
+        let format = BodyFormat { content_type: json.then_some("application/json"), content_encoding: None };
+        let bounds = Bounds { max_decompressed: 100 << 20, push };
+        decode_push_metered(body, format, Arc::from("tenant"), &Limits::default(), bounds, meter, NOW)
+    }
+
+    /// One stream `{a="1"}` of `n` empty entries, written by hand: 2 bytes an entry on the wire.
+    fn empty_entries(n: usize) -> Vec<u8> {
+        let mut stream = vec![0x0a, 7];
+        stream.extend_from_slice(br#"{a="1"}"#);
+        for _ in 0..n {
+            stream.extend_from_slice(&[0x12, 0x00]);
+        }
+        let mut push = vec![0x0a];
+        prost::encoding::encode_varint(stream.len() as u64, &mut push);
+        push.extend_from_slice(&stream);
+        snappy(&push)
+    }
+
+    #[test]
+    fn a_push_that_multiplies_in_memory_is_refused_before_it_is_built() {
+        // 2 M empty entries: about 4 MB decompressed, gigabytes if decoded.
+        let body = empty_entries(2_000_000);
+        let limits = PushLimits { max_entries: 100_000, max_streams: 10 };
+        let err = metered(&body, false, limits, &mut Unmetered::default()).expect_err("too many entries");
+        assert!(matches!(err, DecodeError::TooManyEntries { limit: 100_000 }), "{err:?}");
+        assert_eq!(err.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(err.to_string().contains("max_entries_per_push"), "{err}");
+
+        // Without a count limit the meter refuses, having been asked for little more than it has.
+        let mut meter = Capped { cap: 8 << 20, taken: 0 };
+        let err = metered(&body, false, PushLimits::NONE, &mut meter).expect_err("over the budget");
+        assert!(matches!(err, DecodeError::AtCapacity { .. }), "{err:?}");
+        assert_eq!(err.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(meter.taken <= 8 << 20);
+    }
+
+    #[test]
+    fn streams_and_entries_are_counted_in_json_too() {
+        let entries: Vec<String> = (0..50).map(|i| format!(r#"["{}",""]"#, NOW + i)).collect();
+        let body = format!(r#"{{"streams":[{{"stream":{{"a":"1"}},"values":[{}]}}]}}"#, entries.join(","));
+        let limits = PushLimits { max_entries: 49, max_streams: 10 };
+        let err = metered(body.as_bytes(), true, limits, &mut Unmetered::default()).expect_err("50 > 49");
+        assert!(matches!(err, DecodeError::TooManyEntries { limit: 49 }), "{err:?}");
+        let streams: Vec<String> =
+            (0..11).map(|i| format!(r#"{{"stream":{{"a":"{i}"}},"values":[["{NOW}","x"]]}}"#)).collect();
+        let body = format!(r#"{{"streams":[{}]}}"#, streams.join(","));
+        let err = metered(body.as_bytes(), true, limits, &mut Unmetered::default()).expect_err("11 > 10");
+        assert!(matches!(err, DecodeError::TooManyStreams { limit: 10 }), "{err:?}");
+        let mut meter = Capped { cap: 1000, taken: 0 };
+        let err = metered(body.as_bytes(), true, PushLimits::NONE, &mut meter).expect_err("over the meter");
+        assert!(matches!(err, DecodeError::AtCapacity { .. }), "a refusal is not a syntax error: {err:?}");
+    }
+
+    #[test]
+    fn what_is_charged_covers_what_is_held() {
+        let entry = |i: i64, line: &str| EntryAdapter {
+            timestamp: Some(Timestamp::from_nanos(NOW + i)),
+            line: line.into(),
+            structured_metadata: vec![crate::proto::LabelPairAdapter { name: "k".into(), value: "v".into() }],
+            parsed: Vec::new(),
+        };
+        let streams = (0..20)
+            .map(|s| StreamAdapter {
+                labels: format!(r#"{{app="a{s}", pod="p"}}"#),
+                entries: (0..50).map(|i| entry(i, &"x".repeat(i as usize * 7))).collect(),
+                hash: 0,
+            })
+            .collect();
+        let raw = PushRequest { streams }.encode_to_vec();
+        let mut meter = Unmetered::default();
+        let d = metered(&snappy(&raw), false, PushLimits::NONE, &mut meter).expect("decodes");
+        assert_eq!(d.batch.entry_count(), 1000);
+        assert!(meter.bytes >= d.batch.size() as u64, "charged {} < held {}", meter.bytes, d.batch.size());
+        assert!(
+            meter.bytes <= 150 * raw.len() as u64 + 4096,
+            "charged {} for {} bytes",
+            meter.bytes,
+            raw.len()
         );
     }
 

@@ -1,19 +1,41 @@
 //! `logproto.PushRequest` (already un-snappied) into validated model streams. Lines and strings
 //! are moved out of the prost structs, never copied.
+//!
+//! The request is walked on the wire one stream at a time: a stream's entries and pairs are
+//! counted and charged ([`Cost`]) before prost builds it, so a push of millions of empty entries
+//! is refused after a scan, not after it has been allocated.
 
 use prost::Message as _;
 
 use super::DecodeError;
+use super::cost::{Cost, PAIR_OVERHEAD};
 use super::labels::parse_labels;
 use super::validate::{RawLabels, Validator};
 use crate::model::Entry;
-use crate::proto::{EntryAdapter, PushRequest};
+use crate::proto::{EntryAdapter, StreamAdapter};
 
-/// Decodes `bytes` and hands each stream to `validator`.
-pub(crate) fn decode(bytes: &[u8], validator: &mut Validator<'_>) -> Result<(), DecodeError> {
-    let request = PushRequest::decode(bytes)
-        .map_err(|e| DecodeError::Malformed(format!("cannot decode the protobuf PushRequest: {e}")))?;
-    for stream in request.streams {
+/// Field numbers of `logproto`: `PushRequest.streams`, `StreamAdapter.entries`, and the two
+/// repeated pairs of `EntryAdapter` (structured metadata and parsed).
+const STREAMS: u32 = 1;
+const ENTRIES: u32 = 2;
+const METADATA: u32 = 3;
+const PARSED: u32 = 4;
+
+/// Decodes `bytes` and hands each stream to `validator`, charging `cost` first.
+pub(crate) fn decode(
+    bytes: &[u8],
+    validator: &mut Validator<'_>,
+    cost: &mut Cost<'_>,
+) -> Result<(), DecodeError> {
+    let malformed =
+        |e: WireError| DecodeError::Malformed(format!("cannot decode the protobuf PushRequest: {e}"));
+    let mut rest = bytes;
+    while let Some(slice) = next_bytes_field(&mut rest, STREAMS).map_err(malformed)? {
+        let (entries, pairs) = count_stream(slice).map_err(malformed)?;
+        // Every string of the stream is at most its bytes on the wire.
+        cost.stream(slice.len()).map_err(|_| cost.take_error())?;
+        cost.entries(entries, pairs.saturating_mul(PAIR_OVERHEAD)).map_err(|_| cost.take_error())?;
+        let stream = StreamAdapter::decode(slice).map_err(|e| malformed(WireError::Prost(e)))?;
         let entries = stream.entries.into_iter().map(entry).collect();
         let labels = match parse_labels(&stream.labels) {
             Ok(pairs) => RawLabels::Pairs(pairs),
@@ -22,6 +44,58 @@ pub(crate) fn decode(bytes: &[u8], validator: &mut Validator<'_>) -> Result<(), 
         validator.push_stream(labels, entries);
     }
     Ok(())
+}
+
+/// Why the wire format does not read as a `PushRequest`.
+#[derive(Debug, thiserror::Error)]
+enum WireError {
+    #[error(transparent)]
+    Prost(#[from] prost::DecodeError),
+    #[error("invalid wire type {wire:?} for field {tag}")]
+    WireType { tag: u32, wire: prost::encoding::WireType },
+    #[error("a length-delimited field runs past the end of its message")]
+    Underflow,
+}
+
+/// The next occurrence of the length-delimited field `tag` in the message `buf`, skipping other
+/// fields as prost does (so exactly what prost accepts is accepted); `None` at the end.
+fn next_bytes_field<'a>(buf: &mut &'a [u8], tag: u32) -> Result<Option<&'a [u8]>, WireError> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    while !buf.is_empty() {
+        let (t, wire) = decode_key(buf)?;
+        if t != tag {
+            skip_field(wire, t, buf, DecodeContext::default())?;
+            continue;
+        }
+        if wire != WireType::LengthDelimited {
+            return Err(WireError::WireType { tag, wire });
+        }
+        let len = usize::try_from(decode_varint(buf)?).unwrap_or(usize::MAX);
+        if len > buf.len() {
+            return Err(WireError::Underflow);
+        }
+        let (field, tail) = buf.split_at(len);
+        *buf = tail;
+        return Ok(Some(field));
+    }
+    Ok(None)
+}
+
+/// Entries and structured-metadata pairs (parsed ones too) of one `StreamAdapter`.
+fn count_stream(stream: &[u8]) -> Result<(usize, usize), WireError> {
+    let (mut entries, mut pairs) = (0usize, 0usize);
+    let mut rest = stream;
+    while let Some(mut entry) = next_bytes_field(&mut rest, ENTRIES)? {
+        entries += 1;
+        while !entry.is_empty() {
+            let (t, wire) = prost::encoding::decode_key(&mut entry)?;
+            if t == METADATA || t == PARSED {
+                pairs += 1;
+            }
+            prost::encoding::skip_field(wire, t, &mut entry, prost::encoding::DecodeContext::default())?;
+        }
+    }
+    Ok((entries, pairs))
 }
 
 fn entry(e: EntryAdapter) -> Entry {
@@ -43,7 +117,7 @@ mod tests {
     use super::*;
     use crate::config::Limits;
     use crate::decode::{Decoded, Reason};
-    use crate::proto::{LabelPairAdapter, StreamAdapter, Timestamp};
+    use crate::proto::{LabelPairAdapter, PushRequest, Timestamp};
 
     const NOW: i64 = 1_700_000_000_000_000_000;
 
@@ -67,7 +141,10 @@ mod tests {
         let bytes = PushRequest { streams }.encode_to_vec();
         let limits = Limits::default();
         let mut v = Validator::new(&limits, Arc::from("t"), NOW);
-        decode(&bytes, &mut v)?;
+        let mut meter = crate::decode::Unmetered::default();
+        let mut cost = Cost::new(crate::decode::PushLimits::NONE, &mut meter);
+        decode(&bytes, &mut v, &mut cost)?;
+        cost.finish()?;
         Ok(v.finish())
     }
 
@@ -131,7 +208,9 @@ mod tests {
     fn garbage_is_malformed() {
         let limits = Limits::default();
         let mut v = Validator::new(&limits, Arc::from("t"), NOW);
-        match decode(&[0x0a, 0xff, 0xff, 0xff], &mut v) {
+        let mut meter = crate::decode::Unmetered::default();
+        let mut cost = Cost::new(crate::decode::PushLimits::NONE, &mut meter);
+        match decode(&[0x0a, 0xff, 0xff, 0xff], &mut v, &mut cost) {
             Err(DecodeError::Malformed(m)) => assert!(m.contains("protobuf"), "{m}"),
             other => panic!("{other:?}"),
         }
@@ -140,6 +219,6 @@ mod tests {
             PushRequest { streams: vec![s(r#"{a="1"}"#, vec![e(Some(NOW), "ab", &[])])] }.encode_to_vec();
         let at = bytes.windows(2).position(|w| w == b"ab").expect("line bytes present");
         bytes[at] = 0xff;
-        assert!(matches!(decode(&bytes, &mut v), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode(&bytes, &mut v, &mut cost), Err(DecodeError::Malformed(_))));
     }
 }

@@ -124,6 +124,16 @@ impl<'l> Validator<'l> {
             );
             return Err((Reason::InvalidLabels, shown(&LabelSet::new(pairs).to_string()), detail));
         }
+        // Labels that start with `__` are internal to sluice and Loki (`__tenant_id__` moves a
+        // stream to another tenant); a client's push may not set them. Promtail and Alloy drop
+        // them before sending.
+        if let Some((name, _)) = pairs.iter().find(|(n, _)| n.starts_with("__")) {
+            let detail = format!(
+                "label name \"{}\" is reserved: names starting with \"__\" are internal and may not be sent by a client",
+                clip(name).escape_debug()
+            );
+            return Err((Reason::ReservedLabelName, shown(&LabelSet::new(pairs).to_string()), detail));
+        }
         // Loki treats a label with an empty value as absent.
         pairs.retain(|(_, v)| !v.is_empty());
         let labels = LabelSet::new(pairs);
@@ -344,6 +354,28 @@ mod tests {
         assert_eq!(d.batch.streams[0].labels.to_string(), r#"{a="1", b="2"}"#);
         let lines: Vec<_> = d.batch.streams[0].entries.iter().map(|e| e.line.as_str()).collect();
         assert_eq!(lines, ["x", "y"]);
+    }
+
+    #[test]
+    fn a_client_may_not_send_reserved_labels() {
+        let l = Limits::default();
+        for name in ["__tenant_id__", "__name__", "__anything"] {
+            stream_rejected(
+                &l,
+                &[("app", "api"), (name, "victim")],
+                Reason::ReservedLabelName,
+                &[name, "reserved"],
+            );
+        }
+        // An empty value is no exception: the name alone is refused.
+        stream_rejected(
+            &l,
+            &[("app", "api"), ("__tenant_id__", "")],
+            Reason::ReservedLabelName,
+            &["reserved"],
+        );
+        // One leading underscore is an ordinary label.
+        assert!(run(&l, &[("_app", "x")], vec![entry(NOW, "ok")]).rejected.is_empty());
     }
 
     #[test]

@@ -11,10 +11,14 @@ use crate::decode::DecodeError;
 pub enum IngestError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    #[error("request body exceeds the limit of {limit} bytes (server.max_body_size)")]
+    #[error(
+        "request body exceeds the limit of {limit} bytes (server.max_body_size, at most queue.max_bytes)"
+    )]
     BodyTooLarge { limit: u64 },
     #[error("cannot read the request body: {0}")]
     Body(String),
+    #[error("the request body was not received within {} (server.body_read_timeout)", humantime::format_duration(*timeout))]
+    BodyTimeout { timeout: std::time::Duration },
     #[error("{0}")]
     Unauthorized(String),
     #[error(
@@ -47,6 +51,7 @@ impl IngestError {
             Self::Decode(e) => e.status(),
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body(_) | Self::Rejected(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } | Self::QueueFull { .. } | Self::Overloaded(_) => {
                 StatusCode::TOO_MANY_REQUESTS

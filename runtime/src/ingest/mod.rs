@@ -5,6 +5,7 @@
 //! handed to the pipeline, and answered once the pipeline has passed it to the sinks.
 
 mod error;
+pub mod serve;
 mod tenant;
 pub use tenant::is_valid_tenant_id;
 
@@ -24,10 +25,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub use error::IngestError;
 pub use tenant::{Tenant, Tenants};
 
-use crate::buffer::Budget;
+use crate::buffer::{Budget, Charge};
 use crate::config::AckMode;
 use crate::config::Config;
-use crate::decode::{self, BodyFormat, Decoded};
+use crate::decode::{self, BodyFormat, DecodeError, Decoded, PushLimits};
 use crate::model::{Ack, AckFailureKind, Batch};
 use crate::pipeline::{Job, Pipeline};
 use crate::wal::Wal;
@@ -43,8 +44,20 @@ pub struct Ingest {
     pub wal: Option<Arc<Wal>>,
     /// How long an `on_delivery` push waits for its sinks.
     pub delivery_timeout: std::time::Duration,
+    /// Largest body read: `server.max_body_size`, never more than the whole memory budget.
     pub max_body_size: u64,
     pub max_decompressed_size: usize,
+    /// Entry and stream counts a push may have.
+    pub push_limits: PushLimits,
+    /// How long a client may take to send a body.
+    pub body_read_timeout: std::time::Duration,
+    /// One permit per push being decoded (`server.decode_threads`).
+    decode_slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per request being handled (`server.max_inflight_requests`).
+    inflight: tokio::sync::Semaphore,
+    max_inflight: usize,
+    /// The bearer token `POST /-/reload` needs (`server.admin_token`); without one it is off.
+    admin_token: Option<String>,
     /// Cleared when shutdown begins, so load balancers stop sending.
     pub ready: AtomicBool,
     pub metrics: Option<PrometheusHandle>,
@@ -57,31 +70,68 @@ impl Ingest {
         budget: Arc<Budget>,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
+        let server = &config.server;
+        let decode_threads = match server.decode_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let push_limits = PushLimits {
+            max_entries: server.max_entries_per_push.min(config.queue.max_entries),
+            max_streams: server.max_streams_per_push,
+        };
         Self {
             tenants: Tenants::new(config),
             reload: None,
             pipeline,
-            budget,
             wal: None,
             delivery_timeout: config.wal.delivery_timeout,
-            max_body_size: config.server.max_body_size.as_u64(),
-            max_decompressed_size: usize::try_from(config.server.max_decompressed_size.as_u64())
+            max_body_size: server.max_body_size.as_u64().min(budget.capacity().1),
+            max_decompressed_size: usize::try_from(server.max_decompressed_size.as_u64())
                 .unwrap_or(usize::MAX),
+            push_limits,
+            body_read_timeout: server.body_read_timeout,
+            decode_slots: Arc::new(tokio::sync::Semaphore::new(decode_threads)),
+            inflight: tokio::sync::Semaphore::new(server.max_inflight_requests),
+            max_inflight: server.max_inflight_requests,
+            admin_token: server.admin_token.clone().filter(|t| !t.is_empty()),
+            budget,
             ready: AtomicBool::new(true),
             metrics,
         }
     }
 }
 
-/// The HTTP routes; tests call this without a socket.
+/// The HTTP routes; tests call this without a socket. Pushes and the admin endpoint count
+/// toward `server.max_inflight_requests`; `/ready` and `/metrics` never wait behind them.
 pub fn app(state: Arc<Ingest>) -> Router {
-    Router::new()
+    let limited = Router::new()
         .route("/loki/api/v1/push", post(push))
         .route("/api/prom/push", post(push))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/-/reload", post(reload))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), limit_inflight));
+    Router::new().route("/ready", get(ready)).route("/metrics", get(metrics)).merge(limited).with_state(state)
+}
+
+/// Answers 503 when `server.max_inflight_requests` requests are being handled already.
+async fn limit_inflight(
+    State(s): State<Arc<Ingest>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_slot) = s.inflight.try_acquire() else {
+        metrics::counter!("sluice_http_requests_refused_total", "reason" => "inflight").increment(1);
+        let mut response = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "sluice is handling {} requests already (server.max_inflight_requests): retry later\n",
+                s.max_inflight
+            ),
+        )
+            .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(request).await
 }
 
 async fn ready(State(s): State<Arc<Ingest>>) -> Response {
@@ -96,10 +146,28 @@ async fn ready(State(s): State<Arc<Ingest>>) -> Response {
 pub type ReloadHook =
     Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
 
-async fn reload(State(s): State<Arc<Ingest>>) -> Response {
+async fn reload(State(s): State<Arc<Ingest>>, headers: HeaderMap) -> Response {
     let Some(hook) = &s.reload else {
         return (StatusCode::NOT_FOUND, "reloading is not enabled\n").into_response();
     };
+    // Anyone who can reach the port, a web page in a browser among them, could otherwise make
+    // sluice re-read its files at will.
+    let Some(token) = &s.admin_token else {
+        let message = "POST /-/reload is off: set server.admin_token to use it (SIGHUP and reload.watch need no token)\n";
+        return (StatusCode::FORBIDDEN, message).into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| tenant::secrets_equal(g.as_bytes(), token.as_bytes())) {
+        metrics::counter!("sluice_http_requests_refused_total", "reason" => "admin_auth").increment(1);
+        let mut response =
+            (StatusCode::UNAUTHORIZED, "POST /-/reload needs Authorization: Bearer <server.admin_token>\n")
+                .into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        return response;
+    }
     match hook().await {
         Ok(message) => (StatusCode::OK, format!("{message}\n")).into_response(),
         Err(message) => (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
@@ -121,6 +189,8 @@ async fn metrics(State(s): State<Arc<Ingest>>) -> Response {
 /// How much of an unread body is read and thrown away after an early refusal, so the client
 /// gets the answer on a connection it can keep using; past this the connection is closed.
 const DRAIN_LIMIT: usize = 8 << 20;
+/// How long that reading may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn push(State(s): State<Arc<Ingest>>, request: Request) -> Response {
     let started = Instant::now();
@@ -137,10 +207,14 @@ async fn push(State(s): State<Arc<Ingest>>, request: Request) -> Response {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::debug!(tenant = %tenant, status = e.status().as_u16(), error = %e, "push refused");
+            let timed_out = matches!(e, IngestError::BodyTimeout { .. });
             let mut response = e.into_response();
             // A client still sending would see a broken pipe instead of our answer if we
-            // closed now; read on (bounded) and keep the connection usable.
-            if !drain(&mut body, DRAIN_LIMIT).await {
+            // closed now; read on (bounded in bytes and time) and keep the connection usable.
+            // A client too slow to send its body in time is not waited for again.
+            let drained = !timed_out
+                && tokio::time::timeout(DRAIN_TIME, drain(&mut body, DRAIN_LIMIT)).await.unwrap_or(false);
+            if !drained {
                 response.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
             }
             response
@@ -158,23 +232,16 @@ async fn accept(
     headers: &HeaderMap,
     body: &mut Body,
 ) -> Result<(), IngestError> {
-    let body = read_body(body, headers, s.max_body_size).await?;
+    let read = read_body(body, headers, s.max_body_size, &s.budget);
+    let (body, body_charge) = tokio::time::timeout(s.body_read_timeout, read)
+        .await
+        .map_err(|_| IngestError::BodyTimeout { timeout: s.body_read_timeout })??;
     let t = tenant.name.to_string();
     metrics::counter!("sluice_ingest_received_bytes_total", "tenant" => t.clone())
         .increment(body.len() as u64);
-    let format = BodyFormat {
-        content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
-        content_encoding: headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()),
-    };
-    let Decoded { batch, rejected, truncated_lines } = decode::decode_push(
-        &body,
-        format,
-        Arc::clone(&tenant.name),
-        &tenant.limits,
-        s.max_decompressed_size,
-        now_ns(),
-    )?;
-    drop(body);
+    let (decoded, charge) = decode_off_runtime(s, tenant, headers, body).await?;
+    drop(body_charge);
+    let Decoded { batch, rejected, truncated_lines } = decoded;
     if truncated_lines > 0 {
         metrics::counter!("sluice_ingest_truncated_lines_total", "tenant" => t.clone())
             .increment(truncated_lines as u64);
@@ -188,7 +255,7 @@ async fn accept(
         let entries = batch.entry_count();
         metrics::counter!("sluice_ingest_entries_total", "tenant" => t.clone()).increment(entries as u64);
         metrics::counter!("sluice_ingest_streams_total", "tenant" => t).increment(batch.streams.len() as u64);
-        dispatch(s, tenant, batch).await?;
+        dispatch(s, tenant, batch, charge).await?;
     }
     if rejected.is_empty() {
         return Ok(());
@@ -207,26 +274,108 @@ async fn accept(
 }
 
 /// Reads the whole body, refusing it as soon as it passes `limit` (before, if Content-Length
-/// says so); what is left unread stays in `body`.
-async fn read_body(body: &mut Body, headers: &HeaderMap, limit: u64) -> Result<bytes::Bytes, IngestError> {
+/// says so); what is left unread stays in `body`. The bytes read are charged to `budget` as they
+/// arrive (429 when it is spent), so bodies being read count toward the memory bound too.
+async fn read_body(
+    body: &mut Body,
+    headers: &HeaderMap,
+    limit: u64,
+    budget: &Arc<Budget>,
+) -> Result<(bytes::Bytes, Charge), IngestError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(IngestError::BodyTooLarge { limit });
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut charge = budget.empty_charge();
     // Trust the declared length for the first allocation only up to 1 MiB: a client could
     // declare much and send little.
-    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n.min(1 << 20) as usize));
+    let first = declared.map_or(0, |n| n.min(1 << 20) as usize);
+    if !charge.grow(0, first as u64) {
+        return Err(queue_full(budget));
+    }
+    let mut buf = bytes::BytesMut::with_capacity(first);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| IngestError::Body(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
                 return Err(IngestError::BodyTooLarge { limit: limit as u64 });
             }
+            let more = (buf.len() + data.len()) as u64;
+            if more > charge.bytes() && !charge.grow(0, more - charge.bytes()) {
+                return Err(queue_full(budget));
+            }
             buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), charge))
+}
+
+fn queue_full(budget: &Budget) -> IngestError {
+    IngestError::QueueFull { entries: budget.entries(), bytes: budget.bytes() }
+}
+
+/// Decodes a push on a thread of the blocking pool, at most `server.decode_threads` at once, so
+/// a large push never holds up the HTTP threads (`/ready`, other tenants, the sinks). The
+/// decoded batch is charged to the memory budget while it is built; the charge returned is its
+/// real size.
+async fn decode_off_runtime(
+    s: &Ingest,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Result<(Decoded, Charge), IngestError> {
+    let header =
+        |name| headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok()).map(str::to_string);
+    let (content_type, content_encoding) = (header(header::CONTENT_TYPE), header(header::CONTENT_ENCODING));
+    let permit = Arc::clone(&s.decode_slots).acquire_owned().await.map_err(|_| IngestError::ShuttingDown)?;
+    let (name, limits, budget) =
+        (Arc::clone(&tenant.name), Arc::clone(&tenant.limits), Arc::clone(&s.budget));
+    let bounds = decode::Bounds { max_decompressed: s.max_decompressed_size, push: s.push_limits };
+    let body_bytes = body.len() as u64;
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let format = BodyFormat {
+            content_type: content_type.as_deref(),
+            content_encoding: content_encoding.as_deref(),
+        };
+        let mut meter = BudgetMeter { charge: budget.empty_charge(), held_elsewhere: body_bytes };
+        let decoded =
+            decode::decode_push_metered(&body, format, name, &limits, bounds, &mut meter, now_ns())?;
+        let mut charge = meter.charge;
+        charge.shrink_to(decoded.batch.entry_count() as u64, decoded.batch.size() as u64);
+        Ok::<_, DecodeError>((decoded, charge))
+    });
+    match task.await {
+        Ok(result) => result.map_err(|e| match e {
+            DecodeError::AtCapacity { entries, bytes } => IngestError::QueueFull { entries, bytes },
+            e => IngestError::Decode(e),
+        }),
+        Err(e) => Err(IngestError::NotProcessed(format!("decoding failed: {e}"))),
+    }
+}
+
+/// Charges a push's decoded form to the shared budget as the decoder builds it.
+struct BudgetMeter {
+    charge: Charge,
+    /// What this push holds of the budget already (its body).
+    held_elsewhere: u64,
+}
+
+impl decode::Meter for BudgetMeter {
+    fn take(&mut self, entries: u64, bytes: u64) -> Result<(), DecodeError> {
+        let (_, max_bytes) = self.charge.budget().capacity();
+        // A push that alone would pass the whole budget can never be taken: 413, not 429.
+        if self.held_elsewhere + self.charge.bytes() + bytes > max_bytes {
+            return Err(DecodeError::TooCostly { limit: max_bytes });
+        }
+        if self.charge.grow(entries, bytes) {
+            Ok(())
+        } else {
+            let budget = self.charge.budget();
+            Err(DecodeError::AtCapacity { entries: budget.entries(), bytes: budget.bytes() })
+        }
+    }
 }
 
 /// Reads and discards up to `limit` more bytes; true when the body has ended.
@@ -244,12 +393,8 @@ async fn drain(body: &mut Body, limit: usize) -> bool {
 
 /// Charges the budget, splits the batch by route and worker, and waits for the pipeline (and,
 /// for `on_disk` routes, the write-ahead log).
-async fn dispatch(s: &Ingest, tenant_info: &Tenant, batch: Batch) -> Result<(), IngestError> {
-    let charge = s
-        .budget
-        .try_charge(batch.entry_count() as u64, batch.size() as u64)
-        .map(Arc::new)
-        .ok_or_else(|| IngestError::QueueFull { entries: s.budget.entries(), bytes: s.budget.bytes() })?;
+async fn dispatch(s: &Ingest, tenant_info: &Tenant, batch: Batch, charge: Charge) -> Result<(), IngestError> {
+    let charge = Arc::new(charge);
     let generation = s.pipeline.current().map_err(|_| IngestError::ShuttingDown)?;
     let workers = s.pipeline.workers();
     let mut parts: Vec<Option<Batch>> = Vec::new();

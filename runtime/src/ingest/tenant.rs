@@ -140,12 +140,12 @@ fn check_credentials(auth: &AuthConfig, headers: &HeaderMap) -> Result<(), Inges
     let given = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     let ok = match (&auth.bearer_token, &auth.username, &auth.password) {
         (Some(token), _, _) => {
-            given.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+            given.strip_prefix("Bearer ").is_some_and(|t| secrets_equal(t.as_bytes(), token.as_bytes()))
         }
         (None, Some(user), Some(pass)) => given
             .strip_prefix("Basic ")
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-            .is_some_and(|pair| constant_time_eq(&pair, format!("{user}:{pass}").as_bytes())),
+            .is_some_and(|pair| secrets_equal(&pair, format!("{user}:{pass}").as_bytes())),
         _ => false,
     };
     if ok {
@@ -157,9 +157,11 @@ fn check_credentials(auth: &AuthConfig, headers: &HeaderMap) -> Result<(), Inges
     }
 }
 
-/// Compares without leaking where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares two secrets without leaking where they differ or how long the expected one is:
+/// both are hashed first, and the fixed-size digests compared in constant time.
+pub(crate) fn secrets_equal(given: &[u8], expected: &[u8]) -> bool {
+    let (a, b) = (blake3::hash(given), blake3::hash(expected));
+    a.as_bytes().iter().zip(b.as_bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Debug)]

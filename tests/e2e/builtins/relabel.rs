@@ -11,7 +11,8 @@ use crate::support::receiver::{Labels, Receiver, Stored, now_ns};
 use crate::support::sluice::{Sluice, loki_config};
 use crate::support::{DELIVERY, ok_or_logs};
 
-/// A sluice whose default route runs `relabel` with `config` (YAML, indented for `config:`).
+/// A sluice whose default route runs `relabel` with `config` (YAML, indented for `config:`) and
+/// may move entries to tenant `payments` only.
 async fn start(r: &Receiver, config: &str) -> Sluice {
     let extra = format!(
         r#"pipelines:
@@ -20,7 +21,7 @@ async fn start(r: &Receiver, config: &str) -> Sluice {
       - plugin: relabel
         config:
 {config}
-default_route: {{ sinks: [loki], pipeline: main }}
+default_route: {{ sinks: [loki], pipeline: main, tenants_out: [payments] }}
 "#
     );
     Sluice::start(&loki_config(&r.url(), &extra)).await
@@ -119,11 +120,13 @@ async fn a_tenant_rule_sends_entries_to_another_tenant() {
                 vec![entry(ts, "charge ok"), entry(ts + 1, "refund ok")],
             ),
             stream(r#"{app="web", namespace="platform"}"#, vec![entry(ts + 2, "page served")]),
+            // `team-billing` is not in the route's tenants_out: the move is refused.
+            stream(r#"{app="pay", namespace="team-billing"}"#, vec![entry(ts + 3, "not moved")]),
         ],
     };
     let resp = sluice.push_proto(Some("shared"), &push).await;
     assert_eq!(resp.status, 204, "{}\n{}", resp.body, sluice.logs());
-    ok_or_logs(r.wait_for(3, DELIVERY).await, &sluice);
+    ok_or_logs(r.wait_for(4, DELIVERY).await, &sluice);
     r.settle(Duration::from_millis(300), DELIVERY).await;
 
     assert_eq!(r.tenants(), ["payments", "shared"], "{}", sluice.logs());
@@ -135,8 +138,19 @@ async fn a_tenant_rule_sends_entries_to_another_tenant() {
         vec![(payments.clone(), stored(ts, "charge ok", &[])), (payments, stored(ts + 1, "refund ok", &[]))],
         "moved, without the reserved label"
     );
+    let mut shared = r.entries("shared");
+    shared.sort_by_key(|(_, e)| e.ts);
     assert_eq!(
-        r.entries("shared"),
-        vec![(labels(&[("app", "web"), ("namespace", "platform")]), stored(ts + 2, "page served", &[]))]
+        shared,
+        vec![
+            (labels(&[("app", "web"), ("namespace", "platform")]), stored(ts + 2, "page served", &[])),
+            (labels(&[("app", "pay"), ("namespace", "team-billing")]), stored(ts + 3, "not moved", &[])),
+        ],
+        "a move to a tenant the route does not list stays, without the reserved label"
+    );
+    let (_, metrics) = sluice.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"sluice_tenant_rewrites_refused_total{route="default",reason="not_allowed"} 1"#),
+        "{metrics}"
     );
 }

@@ -88,8 +88,11 @@ impl Sluice {
                 .stdout(fs::File::create(dir.path().join("stdout.log")).expect("stdout file"))
                 .stderr(fs::File::create(dir.path().join("stderr.log")).expect("stderr file"));
             let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+            // Idle connections are let go before sluice's header_read_timeout closes them, so a
+            // test that waits does not reuse a connection that is being closed.
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
+                .pool_idle_timeout(Duration::from_secs(5))
                 .no_proxy()
                 .build()
                 .expect("client");

@@ -126,8 +126,25 @@ impl LokiSink {
 /// `sluice replay`, so both talk to Loki the same way.
 pub(crate) fn context(name: &str, config: &LokiSinkConfig) -> Result<Context, String> {
     let url = config.push_url()?;
-    let url = reqwest::Url::parse(&url).map_err(|e| format!("url `{url}`: {e}"))?;
+    let mut url =
+        reqwest::Url::parse(&url).map_err(|e| format!("url `{}`: {e}", crate::config::redact_url(&url)))?;
     let mut headers = HeaderMap::new();
+    // Credentials written into the URL become a Basic header, so the URL that reqwest puts into
+    // its error messages (and so into logs) carries none.
+    if !url.username().is_empty() || url.password().is_some() {
+        if config.auth.is_some() {
+            return Err("url: credentials in the URL and `auth` both given; keep only `auth`".into());
+        }
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let auth = AuthConfig {
+            bearer_token: None,
+            username: Some(decode(url.username())),
+            password: url.password().map(decode),
+        };
+        headers.insert(http::header::AUTHORIZATION, authorization(&auth)?);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+    }
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
     for (key, value) in &config.headers {
         let key = HeaderName::from_bytes(key.as_bytes())
