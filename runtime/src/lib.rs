@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
+pub mod private_fs;
 pub mod proto;
 pub mod reload;
 pub mod replay;

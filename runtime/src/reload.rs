@@ -2,6 +2,11 @@
 //! configuration and swaps in a new [`Generation`](crate::pipeline::Generation) of routes and
 //! plugin stages over the running sinks.
 //!
+//! Tenants (credentials, limits, acknowledgement modes) and the global `limits` are replaced too,
+//! so a revoked token stops working at the reload. `server`, `data_dir`, `queue` and `wal` need a
+//! restart: a reload that changes them applies the rest and says (409) that they are not in
+//! effect.
+//!
 //! A reload is all or nothing: a configuration that does not validate, a plugin that fails to
 //! compile or whose `init` rejects its config, or a change to `sinks` (which needs a restart)
 //! leaves the running generation in place and says why. Batches already routed finish on the
@@ -13,13 +18,15 @@ use std::time::SystemTime;
 
 use crate::app::{Reloader, build_generation};
 use crate::config::{Config, ReloadConfig};
-use crate::ingest::ReloadHook;
+use crate::ingest::{ReloadHook, ReloadOutcome, Tenants};
 use crate::pipeline::Pipeline;
 
 /// The reload controller.
 pub struct Reloading {
     reloader: Reloader,
     pipeline: Arc<Pipeline>,
+    /// Ingest's tenants: credentials and limits are replaced by a reload too.
+    tenants: Arc<Tenants>,
     workers: usize,
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
@@ -32,7 +39,7 @@ struct Running {
     /// `sinks`, as text: a change needs a restart.
     sinks: String,
     /// The sections a reload does not apply, as text.
-    restart_only: [(&'static str, String); 6],
+    restart_only: [(&'static str, String); 4],
     watched: Vec<PathBuf>,
     stamp: Vec<Option<(SystemTime, u64)>>,
 }
@@ -46,8 +53,6 @@ impl Running {
             restart_only: [
                 ("server", format!("{:?}", config.server)),
                 ("data_dir", format!("{:?}", config.data_dir)),
-                ("tenants", format!("{:?}", config.tenants)),
-                ("limits", format!("{:?}", config.limits)),
                 ("queue", format!("{:?}", config.queue)),
                 ("wal", format!("{:?}", config.wal)),
             ],
@@ -66,10 +71,17 @@ fn stamp(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 }
 
 impl Reloading {
-    pub fn new(reloader: Reloader, pipeline: Arc<Pipeline>, workers: usize, config: &Config) -> Arc<Self> {
+    pub fn new(
+        reloader: Reloader,
+        pipeline: Arc<Pipeline>,
+        tenants: Arc<Tenants>,
+        workers: usize,
+        config: &Config,
+    ) -> Arc<Self> {
         Arc::new(Self {
             reloader,
             pipeline,
+            tenants,
             workers,
             busy: tokio::sync::Mutex::new(()),
             running: Mutex::new(Running::of(config, 1)),
@@ -85,23 +97,34 @@ impl Reloading {
         })
     }
 
-    /// Re-reads the configuration and swaps in its routes and plugins, or says why not.
-    pub async fn reload(self: &Arc<Self>, cause: &str) -> Result<String, String> {
+    /// Re-reads the configuration and swaps in its routes, plugins and tenants, or says why not.
+    pub async fn reload(self: &Arc<Self>, cause: &str) -> ReloadOutcome {
         let _one_at_a_time = self.busy.lock().await;
         let this = Arc::clone(self);
         let outcome = tokio::task::spawn_blocking(move || this.reload_blocking())
             .await
             .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
-        match &outcome {
-            Ok(message) => tracing::info!(cause, "{message}"),
-            Err(message) => tracing::error!(cause, "{message}"),
-        }
-        metrics::counter!("sluice_reloads_total", "result" => if outcome.is_ok() { "success" } else { "failure" })
-            .increment(1);
+        let (outcome, result) = match outcome {
+            Ok((message, false)) => {
+                tracing::info!(cause, "{message}");
+                (ReloadOutcome::Applied(message), "success")
+            }
+            Ok((message, true)) => {
+                tracing::warn!(cause, "{message}");
+                (ReloadOutcome::Partial(message), "partial")
+            }
+            Err(message) => {
+                tracing::error!(cause, "{message}");
+                (ReloadOutcome::Refused(message), "failure")
+            }
+        };
+        metrics::counter!("sluice_reloads_total", "result" => result).increment(1);
         outcome
     }
 
-    fn reload_blocking(&self) -> Result<String, String> {
+    /// What is now in effect, and whether some change is not (it needs a restart); or why
+    /// nothing changed.
+    fn reload_blocking(&self) -> Result<(String, bool), String> {
         let refused = |why: String| format!("configuration not reloaded, the running one stays: {why}");
         let config = (self.reloader)().map_err(|e| refused(e.to_string()))?;
         let current = self.pipeline.current().map_err(|e| refused(e.to_string()))?;
@@ -129,15 +152,17 @@ impl Reloading {
         let (routes, stages) =
             (generation.routes.len(), generation.routes.iter().map(|r| r.stages.len()).sum::<usize>());
         self.pipeline.swap(generation).map_err(|e| refused(e.to_string()))?;
+        self.tenants.reconfigure(&config);
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Running::of(&config, id);
-        let mut message = format!("reloaded: generation {id}, {routes} routes, {stages} plugin stages");
+        let mut message =
+            format!("reloaded: generation {id}, {routes} routes, {stages} plugin stages, tenants and limits");
         if !changed_restart_only.is_empty() {
             message.push_str(&format!(
-                "; changes to {} take effect after a restart",
+                "; changes to {} are NOT in effect: they need a restart",
                 changed_restart_only.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
             ));
         }
-        Ok(message)
+        Ok((message, !changed_restart_only.is_empty()))
     }
 
     /// Starts the SIGHUP listener and, if configured, the file watcher; both end with the pipeline.

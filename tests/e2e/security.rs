@@ -218,3 +218,75 @@ async fn the_reload_endpoint_needs_the_admin_token() {
     let resp = post(Some("let-me-reload")).await.expect("answers");
     assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap_or_default());
 }
+
+/// A reload replaces the tenants' credentials (a revoked token stops working at once), and a
+/// reload that changes something only a restart applies answers 409 saying so.
+#[tokio::test]
+async fn a_reload_revokes_a_token_and_says_what_it_could_not_apply() {
+    let loki = Receiver::start();
+    let config = |token: &str, workers: u32| {
+        loki_config(
+            &loki.url(),
+            &format!(
+                "server: {{ admin_token: adm, workers: {workers} }}\nreload: {{ watch: false }}\ntenants:\n  require_auth: true\n  overrides:\n    a: {{ auth: {{ bearer_token: {token} }} }}\n"
+            ),
+        )
+    };
+    let sluice = Sluice::start(&config("old-token", 2)).await;
+    let push = |token: &'static str| {
+        let body = proto_body(&PushRequest { streams: vec![stream_of(token)] });
+        let auth = format!("Bearer {token}");
+        let sluice = &sluice;
+        async move {
+            let headers = [("Content-Type", "application/x-protobuf"), ("Authorization", auth.as_str())];
+            sluice.push_raw(Some("a"), &headers, body).await.status
+        }
+    };
+    let reload = || sluice.client.post(sluice.url("/-/reload")).bearer_auth("adm").send();
+    assert_eq!(push("old-token").await, 204);
+
+    std::fs::write(sluice.dir().join("sluice.yaml"), config("new-token", 2)).expect("rewrite");
+    let resp = reload().await.expect("answers");
+    assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap_or_default());
+    assert_eq!(push("old-token").await, 401, "the revoked token is refused after the reload");
+    assert_eq!(push("new-token").await, 204);
+
+    std::fs::write(sluice.dir().join("sluice.yaml"), config("new-token", 3)).expect("rewrite");
+    let resp = reload().await.expect("answers");
+    assert_eq!(resp.status().as_u16(), 409);
+    let text = resp.text().await.unwrap_or_default();
+    assert!(text.contains("`server`") && text.contains("NOT in effect"), "{text}");
+}
+
+/// What sluice writes under its data dir (the log, its cursors, the spool, the plugin cache) is
+/// for its own user only: directories 0700, files 0600.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_is_private_to_sluice() {
+    use std::os::unix::fs::PermissionsExt;
+    let loki = Receiver::start();
+    let extra = "  archive: { type: archive, max_object_age: 1s }\nwal: { ack: on_disk }\n\
+                 pipelines:\n  p:\n    stages:\n      - plugin: level\n\
+                 default_route: { sinks: [loki, archive], pipeline: p }\n";
+    let sluice = Sluice::start(&loki_config(&loki.url(), extra)).await;
+    let resp = sluice.push_proto(Some("t"), &PushRequest { streams: vec![stream_of("private")] }).await;
+    assert_eq!(resp.status, 204, "{}", resp.body);
+    ok_or_logs(loki.wait_for(1, DELIVERY).await, &sluice);
+    let mut seen = 0;
+    let mut stack = vec![sluice.data_dir()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("list").flatten() {
+            let path = entry.path();
+            let mode = entry.metadata().expect("stat").permissions().mode() & 0o777;
+            if path.is_dir() {
+                assert_eq!(mode, 0o700, "{}", path.display());
+                stack.push(path);
+            } else {
+                assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "the log, its cursors, the spool and the cache: {seen} entries");
+    assert_eq!(std::fs::metadata(sluice.data_dir()).expect("stat").permissions().mode() & 0o777, 0o700);
+}

@@ -105,7 +105,7 @@ pub fn open(url: &str, s3: &S3Config, options: &BTreeMap<String, String>) -> Res
     let bad_option = |key: &str| format!("options.{key}: not a setting of this store");
     let inner: Arc<dyn ObjectStore> = match &location {
         Location::Local(dir) => {
-            std::fs::create_dir_all(dir)
+            crate::private_fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
             let store = LocalFileSystem::new_with_prefix(dir)
                 .map_err(|e| format!("cannot open directory {}: {e}", dir.display()))?;

@@ -35,7 +35,8 @@ use crate::wal::Wal;
 
 /// Everything the handlers need.
 pub struct Ingest {
-    pub tenants: Tenants,
+    /// Shared with the reload controller, which replaces their settings.
+    pub tenants: Arc<Tenants>,
     /// Reloads the configuration (`POST /-/reload`); answers what changed or why not.
     pub reload: Option<ReloadHook>,
     pub pipeline: Arc<Pipeline>,
@@ -80,7 +81,7 @@ impl Ingest {
             max_streams: server.max_streams_per_push,
         };
         Self {
-            tenants: Tenants::new(config),
+            tenants: Arc::new(Tenants::new(config)),
             reload: None,
             pipeline,
             wal: None,
@@ -142,9 +143,20 @@ async fn ready(State(s): State<Arc<Ingest>>) -> Response {
     }
 }
 
-/// Runs a reload; `Ok` says what is now in effect, `Err` why the old configuration stays.
+/// Runs a reload and says what it did.
 pub type ReloadHook =
-    Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = ReloadOutcome> + Send>> + Send + Sync>;
+
+/// What a reload did, in words for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Everything that changed is in effect (200).
+    Applied(String),
+    /// Some changes are in effect, others need a restart and are not (409).
+    Partial(String),
+    /// Nothing changed; the running configuration stays (400).
+    Refused(String),
+}
 
 async fn reload(State(s): State<Arc<Ingest>>, headers: HeaderMap) -> Response {
     let Some(hook) = &s.reload else {
@@ -168,10 +180,12 @@ async fn reload(State(s): State<Arc<Ingest>>, headers: HeaderMap) -> Response {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         return response;
     }
-    match hook().await {
-        Ok(message) => (StatusCode::OK, format!("{message}\n")).into_response(),
-        Err(message) => (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
-    }
+    let (status, message) = match hook().await {
+        ReloadOutcome::Applied(m) => (StatusCode::OK, m),
+        ReloadOutcome::Partial(m) => (StatusCode::CONFLICT, m),
+        ReloadOutcome::Refused(m) => (StatusCode::BAD_REQUEST, m),
+    };
+    (status, format!("{message}\n")).into_response()
 }
 
 async fn metrics(State(s): State<Arc<Ingest>>) -> Response {

@@ -2,7 +2,7 @@
 //! validation limits, and its ingestion-rate bucket.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use base64::Engine;
@@ -11,14 +11,20 @@ use http::HeaderMap;
 use crate::config::{AckMode, AuthConfig, Config, Limits};
 use crate::ingest::IngestError;
 
-/// Resolved tenant settings.
+/// Resolved tenant settings, replaced whole by a reload (a revoked token stops working then),
+/// and the tenants' rate buckets, which a reload keeps.
 #[derive(Debug)]
 pub struct Tenants {
+    settings: RwLock<Arc<Settings>>,
+    buckets: Mutex<HashMap<Arc<str>, Bucket>>,
+}
+
+#[derive(Debug)]
+struct Settings {
     default: Arc<str>,
     require_auth: bool,
     default_limits: Arc<Limits>,
     known: HashMap<String, Known>,
-    buckets: Mutex<HashMap<Arc<str>, Bucket>>,
 }
 
 #[derive(Debug)]
@@ -40,6 +46,21 @@ pub struct Tenant {
 
 impl Tenants {
     pub fn new(config: &Config) -> Self {
+        Self { settings: RwLock::new(Arc::new(Settings::of(config))), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Applies `config`'s `tenants` and `limits` to the pushes that follow.
+    pub fn reconfigure(&self, config: &Config) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Settings::of(config));
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Settings {
+    fn of(config: &Config) -> Self {
         let known = config
             .tenants
             .overrides
@@ -59,12 +80,14 @@ impl Tenants {
             require_auth: config.tenants.require_auth,
             default_limits: Arc::new(config.limits.clone()),
             known,
-            buckets: Mutex::new(HashMap::new()),
         }
     }
+}
 
+impl Tenants {
     /// The tenant of a request, after checking its id and credentials.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Tenant, IngestError> {
+        let s = self.settings();
         let name = match headers.get("x-scope-orgid") {
             None => None,
             Some(v) => {
@@ -73,26 +96,24 @@ impl Tenants {
                 Some(v)
             }
         };
-        let known = self.known.get(name.unwrap_or(&self.default));
+        let known = s.known.get(name.unwrap_or(&s.default));
         let auth = known.and_then(|k| k.auth.as_ref());
         match auth {
             Some(auth) => check_credentials(auth, headers)?,
-            None if self.require_auth => {
+            None if s.require_auth => {
                 return Err(unauthorized(format!(
                     "tenant `{}` is not allowed: tenants.require_auth is on and it has no auth entry",
-                    name.unwrap_or(&self.default)
+                    name.unwrap_or(&s.default)
                 )));
             }
             None => {}
         }
         Ok(match (known, name) {
             (Some(k), _) => Tenant { name: Arc::clone(&k.name), limits: Arc::clone(&k.limits), ack: k.ack },
-            (None, Some(n)) => Tenant { name: n.into(), limits: Arc::clone(&self.default_limits), ack: None },
-            (None, None) => Tenant {
-                name: Arc::clone(&self.default),
-                limits: Arc::clone(&self.default_limits),
-                ack: None,
-            },
+            (None, Some(n)) => Tenant { name: n.into(), limits: Arc::clone(&s.default_limits), ack: None },
+            (None, None) => {
+                Tenant { name: Arc::clone(&s.default), limits: Arc::clone(&s.default_limits), ack: None }
+            }
         })
     }
 

@@ -33,10 +33,14 @@ pub fn load(
     let Some(dir) = cache_dir else { return Ok((compile()?, CacheOutcome::Uncached)) };
     let path = dir.join(format!("{}.cwasm", key(engine, wasm)));
     if path.is_file() {
-        match deserialize(engine, &path) {
+        // A cached artifact runs as native code: only one this user wrote, that nobody else can
+        // change, is loaded; anything else is compiled again and replaced.
+        let trusted =
+            crate::private_fs::check_owned(dir).and_then(|()| crate::private_fs::check_owned(&path));
+        match trusted.map_err(wasmtime::Error::msg).and_then(|()| deserialize(engine, &path)) {
             Ok(component) => return Ok((component, CacheOutcome::Hit)),
-            // Written by another wasmtime build under a colliding name, or damaged on disk:
-            // compile again and replace it.
+            // Not ours, written by another wasmtime build under a colliding name, or damaged
+            // on disk: compile again and replace it.
             Err(e) => tracing::warn!(path = %path.display(), "ignoring an unusable cached plugin: {e:#}"),
         }
     }
@@ -94,9 +98,9 @@ fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
 /// concurrent sluices and crashes never leave a partial artifact under the final name.
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    crate::private_fs::create_dir_all(dir)?;
     let tmp: PathBuf = dir.join(format!(".tmp-{}-{:016x}", std::process::id(), fastrand::u64(..)));
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let result = crate::private_fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -108,6 +108,31 @@ fn the_compiled_plugin_is_cached_and_loaded_from_the_cache() {
     let mut stage = PluginStage::wasm(third).expect("instance");
     let mut b = batch(&["fine"]);
     stage.process(&mut b).expect("runs");
+
+    // Native code is only trusted from a private cache: an artifact or a directory that others
+    // may write is compiled again (and the artifact rewritten 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let load = || {
+            LoadedPlugin::load(
+                &engine,
+                &plugin("trap"),
+                spec(Duration::from_secs(1), 16 << 20),
+                Some(dir.path()),
+            )
+            .expect("loads")
+            .cache
+        };
+        let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&files[0]), 0o600);
+        assert_eq!(load(), CacheOutcome::Hit);
+        std::fs::set_permissions(&files[0], std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert_eq!(load(), CacheOutcome::Compiled, "an artifact others may write is not loaded");
+        assert_eq!(mode(&files[0]), 0o600);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert_eq!(load(), CacheOutcome::Compiled, "nor one in a directory others may write");
+    }
 }
 
 #[test]

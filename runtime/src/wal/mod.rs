@@ -180,7 +180,8 @@ impl Wal {
         let started = Instant::now();
         let dir = config.dir_in(data_dir);
         let context = |what: &str, e: io::Error| format!("write-ahead log {}: {what}: {e}", dir.display());
-        fs::create_dir_all(dir.join("cursors")).map_err(|e| context("cannot create the directory", e))?;
+        crate::private_fs::create_dir_all(&dir.join("cursors"))
+            .map_err(|e| context("cannot create the directory", e))?;
         let mut segments = BTreeMap::new();
         for entry in fs::read_dir(&dir).map_err(|e| context("cannot list", e))? {
             let entry = entry.map_err(|e| context("cannot list", e))?;
@@ -562,8 +563,12 @@ fn segment_id(name: &str) -> Option<u64> {
 /// past every segment the log knows, so a file by that name can only be left by an earlier
 /// attempt that failed after creating it (a full disk): it is empty, and taken over.
 fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
-    let file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(true).open(segment_path(dir, id))?;
+    let file = crate::private_fs::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(segment_path(dir, id))?;
     File::open(dir)?.sync_all()?;
     Ok(file)
 }
@@ -591,7 +596,7 @@ fn read_cursor(path: &Path) -> Option<Position> {
 /// records are delivered again.
 fn write_cursor(path: &Path, at: Position) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, format!("{} {}\n", at.segment, at.offset))?;
+    crate::private_fs::write(&tmp, format!("{} {}\n", at.segment, at.offset))?;
     fs::rename(&tmp, path)
 }
 

@@ -222,7 +222,7 @@ impl Spool {
     /// Creates the directory; returns the spool and what an earlier run left sealed (or
     /// salvaged from a crash), to upload first.
     pub fn open(config: SpoolConfig) -> io::Result<(Self, Vec<Sealed>)> {
-        fs::create_dir_all(&config.dir)?;
+        crate::private_fs::create_dir_all(&config.dir)?;
         let leftovers = recover(&config.dir)?;
         let spool = Self {
             config,
@@ -345,8 +345,8 @@ impl Spool {
         let id = format!("{millis}-{:08x}-{:06}", self.instance, self.sequence);
         let key = format!("{prefix}/{id}.{}", extension(self.config.format, self.config.compression));
         let dir = &self.config.dir;
-        fs::write(dir.join(format!("{id}.key")), &key)?;
-        let file = File::create(dir.join(format!("{id}.open")))?;
+        crate::private_fs::write(&dir.join(format!("{id}.key")), &key)?;
+        let file = crate::private_fs::create(&dir.join(format!("{id}.open")))?;
         let out = Counting { file: BufWriter::with_capacity(64 * 1024, file), written: 0 };
         let encoder = Encoder::new(out, self.config.format, self.config.compression, self.config.level)?;
         Ok(OpenObject { id, key, encoder, opened: now, entries: 0, marks: Vec::new() })
@@ -432,7 +432,7 @@ fn salvage(path: &Path, compression: Compression) -> io::Result<(u64, u64)> {
     text.truncate(whole);
     let entries = text.iter().filter(|&&b| b == b'\n').count() as u64;
     let tmp = path.with_extension("salvage");
-    let file = File::create(&tmp)?;
+    let file = crate::private_fs::create(&tmp)?;
     let mut encoder = Encoder::new(
         Counting { file: BufWriter::new(file), written: 0 },
         ArchiveFormat::Ndjson,

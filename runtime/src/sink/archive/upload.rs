@@ -107,7 +107,7 @@ async fn upload_until_done(uploads: &Uploads, sealed: Sealed) {
 fn give_up(uploads: &Uploads, sealed: &Sealed, error: &str) {
     let failed = sealed.data.parent().map(|d| d.join("failed"));
     let moved = failed.as_ref().and_then(|dir| {
-        std::fs::create_dir_all(dir).ok()?;
+        crate::private_fs::create_dir_all(dir).ok()?;
         let file_name = sealed.key.replace('/', "%2F");
         std::fs::rename(&sealed.data, dir.join(&file_name)).ok()?;
         let _ = std::fs::remove_file(&sealed.key_file);
@@ -134,7 +134,7 @@ async fn upload(store: &Store, sealed: &Sealed, part_size: usize) -> Result<(), 
         let data = sealed.data.clone();
         let moved = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
+                crate::private_fs::create_dir_all(parent)?;
             }
             std::fs::rename(&data, &target)
         })
