@@ -92,6 +92,7 @@ impl LoadedPlugin {
         let (component, cache) = cache::load(engine.engine(), wasm, cache_dir)?;
         let mut linker = Linker::<HostState>::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| forbid_blocking(&mut linker))
             .map_err(|e| PluginError::Link(format!("{e:#}")))?;
         LogPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Link(format!("{e:#}")))?;
@@ -161,6 +162,28 @@ impl LoadedPlugin {
     pub fn stage(&self) -> &str {
         &self.id.stage
     }
+}
+
+/// The WASI interface plugins could wait with: `poll` and `pollable.block` (behind sleeping,
+/// `std::thread::sleep` among them).
+const POLL_INTERFACE: &str = "wasi:io/poll@0.2.12";
+
+/// Makes waiting trap. A plugin that sleeps or polls would block inside the host, where the
+/// epoch deadline cannot reach it: a sleeping `process` would hang its worker, a sleeping `init`
+/// the start and every reload. A plugin has nothing to wait for (no files, no network, stdin is
+/// empty), so the two functions that wait are replaced by ones that fail the call at once.
+fn forbid_blocking(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(POLL_INTERFACE)?;
+    for name in ["poll", "[method]pollable.block"] {
+        poll.func_new(name, move |_, _, _, _| {
+            Err(wasmtime::Error::msg(format!(
+                "the plugin waited ({POLL_INTERFACE} {name}, e.g. a sleep): plugins may not block"
+            )))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// One live instance of a plugin, owned by one worker thread.

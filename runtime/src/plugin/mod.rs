@@ -78,6 +78,9 @@ pub enum Failure {
     Error(String),
     #[error("returned a malformed response: {0}")]
     Malformed(String),
+    /// The response would make the host hold far more than the batch it was given.
+    #[error("returned a response too large to apply: {0}")]
+    Oversized(String),
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
     #[error("the batch does not fit the plugin format: {0}")]
@@ -93,6 +96,7 @@ impl Failure {
             Self::Memory(_) => "memory",
             Self::Error(_) => "error",
             Self::Malformed(_) => "malformed_output",
+            Self::Oversized(_) => "oversized_output",
             Self::Instantiate(_) => "instantiate",
             Self::Encode(_) => "encode",
         }

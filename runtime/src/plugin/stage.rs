@@ -206,10 +206,65 @@ impl PluginStage {
     fn run(&mut self, batch: &mut Batch) -> Result<(Applied, Counts), Failure> {
         encode_request(&mut self.writer, batch, &mut self.request)?;
         let (response, counts) = self.backend.call(&self.request, &self.metrics.rebuilds)?;
-        let response =
-            Response::parse(&response, batch.entry_count()).map_err(|e| Failure::Malformed(e.0))?;
+        let entries_in = batch.entry_count();
+        let response = Response::parse(&response, entries_in).map_err(|e| Failure::Malformed(e.0))?;
+        check_output_bound(&response, entries_in, self.request.len())?;
         Ok((apply(batch, &response), counts))
     }
+}
+
+/// Added entries a response may have per entry of its request (plus [`ADDED_SLACK`]).
+pub const MAX_ADDED_PER_ENTRY: usize = 4;
+pub const ADDED_SLACK: usize = 1024;
+/// Bytes the host may copy out of a response per byte of its request (plus [`COPY_SLACK`]).
+pub const MAX_COPY_PER_BYTE: usize = 4;
+pub const COPY_SLACK: usize = 1 << 20;
+
+/// Refuses, before anything is copied, a response whose entries would make the host allocate
+/// far more than the request it answers: patches and added entries may point at overlapping
+/// spans of the plugin's memory, so a 32 MiB line referenced 800 k times is a small response
+/// and terabytes once applied. Each referenced pair is counted at the size the host allocates
+/// for it, and its length is known without reading it, so the check itself is bounded too.
+pub(crate) fn check_output_bound(
+    response: &Response<'_>,
+    entries_in: usize,
+    request_len: usize,
+) -> Result<(), Failure> {
+    let max_added = entries_in.saturating_mul(MAX_ADDED_PER_ENTRY).saturating_add(ADDED_SLACK);
+    let added = response.added().count();
+    if added > max_added {
+        return Err(Failure::Oversized(format!(
+            "{added} added entries for a batch of {entries_in} (at most {MAX_ADDED_PER_ENTRY} per entry + {ADDED_SLACK})"
+        )));
+    }
+    let budget = request_len.saturating_mul(MAX_COPY_PER_BYTE).saturating_add(COPY_SLACK);
+    let pair_cost = std::mem::size_of::<crate::model::Pair>();
+    let mut cost = 0usize;
+    let mut pairs = Vec::new();
+    // A label set shared by consecutive patches is resolved once by `apply`, and counted once.
+    let mut last_labels = None;
+    for p in response.patches().chain(response.added()) {
+        cost = cost.saturating_add(p.line.map_or(0, str::len));
+        let labels = p.labels.filter(|set| last_labels.replace(set.range()) != Some(set.range()));
+        for set in [labels, p.metadata].into_iter().flatten() {
+            let r = set.range();
+            cost = cost.saturating_add((r.end - r.start) as usize * pair_cost);
+            pairs.push(set);
+        }
+        if cost > budget {
+            break;
+        }
+    }
+    // The pairs' own bytes, now that their number is known to be bounded.
+    if cost <= budget {
+        cost = pairs.into_iter().flatten().fold(cost, |c, (n, v)| c.saturating_add(n.len() + v.len()));
+    }
+    if cost > budget {
+        return Err(Failure::Oversized(format!(
+            "applying it would copy more than {budget} bytes for a request of {request_len} ({MAX_COPY_PER_BYTE} per byte + 1 MiB)"
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `batch` as a plugin request into `out` (cleared first), reusing `writer`'s buffers.
@@ -253,6 +308,40 @@ impl Stage for PluginStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_sdk::format::response::ResponseWriter;
+
+    fn bound(
+        entries_in: usize,
+        request_len: usize,
+        write: impl FnOnce(&mut ResponseWriter),
+    ) -> Result<(), Failure> {
+        let mut w = ResponseWriter::new(entries_in);
+        write(&mut w);
+        let bytes = w.finish().expect("a valid response");
+        let response = Response::parse(&bytes, entries_in).expect("parses");
+        check_output_bound(&response, entries_in, request_len)
+    }
+
+    #[test]
+    fn a_response_cannot_make_the_host_hold_far_more_than_its_request() {
+        let labels = [("app", "a")];
+        // Within the bounds: a few added entries, lines of ordinary size.
+        assert!(bound(10, 2000, |w| (0..40).for_each(|i| w.add(i, "line", &labels, &[]))).is_ok());
+        // More added entries than 4 per entry + 1024.
+        let e =
+            bound(10, 2000, |w| (0..1065).for_each(|i| w.add(i, "", &labels, &[]))).expect_err("too many");
+        assert!(matches!(&e, Failure::Oversized(m) if m.contains("1065 added entries")), "{e}");
+        assert_eq!(e.reason(), "oversized_output");
+        // Few entries, but lines that add up past 4 bytes per request byte + 1 MiB.
+        let long = "x".repeat(300 << 10);
+        let e = bound(10, 2000, |w| (0..4).for_each(|i| w.add(i, &long, &labels, &[]))).expect_err("too big");
+        assert!(matches!(&e, Failure::Oversized(m) if m.contains("copy more than")), "{e}");
+        // Pairs count at the size the host allocates for them, even when empty.
+        let names: Vec<String> = (0..30_000).map(|i| format!("k{i}")).collect();
+        let short: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "")).collect();
+        let e = bound(1000, 2000, |w| w.add(0, "", &labels, &short)).expect_err("many pairs");
+        assert!(matches!(e, Failure::Oversized(_)), "{e}");
+    }
 
     #[test]
     fn a_plugin_cannot_make_more_than_64_event_series_per_stage() {

@@ -168,6 +168,29 @@ fn an_endless_loop_times_out_at_the_deadline() {
 }
 
 #[test]
+fn a_plugin_that_sleeps_fails_at_once_instead_of_hanging_the_worker() {
+    let engine = engine();
+    let mut stage =
+        PluginStage::wasm(load(&engine, "sleeper", Duration::from_secs(1), 16 << 20)).expect("instance");
+    let started = Instant::now();
+    let e = stage.process(&mut batch(&["sleep"])).expect_err("may not sleep");
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert_eq!(e.reason, "trap", "{e}");
+    assert!(e.message.contains("plugins may not block"), "{e}");
+    stage.process(&mut batch(&["fine"])).expect("rebuilt");
+
+    // In `init`, the start (and a reload) fail with the reason instead of hanging.
+    let sleepy = PluginSpec {
+        config_json: r#"{"sleep_in_init":true}"#.into(),
+        ..spec(Duration::from_secs(1), 16 << 20)
+    };
+    let started = Instant::now();
+    let e = LoadedPlugin::load(&engine, &plugin("sleeper"), sleepy, None).expect_err("init sleeps");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(e.to_string().contains("plugins may not block"), "{e}");
+}
+
+#[test]
 fn unbounded_allocation_stops_at_the_memory_limit() {
     let engine = engine();
     let mut stage =

@@ -25,7 +25,7 @@ use super::apply::apply;
 use super::build::{DEFAULT_HASH_SECRET, StagePlugin, check_stage};
 use super::engine::{PluginEngine, PoolSize};
 use super::instance::LoadedPlugin;
-use super::stage::encode_request;
+use super::stage::{check_output_bound, encode_request};
 use crate::config::{MAX_PLUGIN_MEMORY, PluginSource, StageConfig};
 
 pub use report::{OutputFormat, Summary};
@@ -114,6 +114,7 @@ pub fn run(options: &Options, out: &mut dyn Write, err: &mut dyn Write) -> Resul
         let elapsed = started.elapsed();
         let checked =
             Response::parse(&response, batch.entry_count()).map_err(|e| failed(Failure::Malformed(e.0)))?;
+        check_output_bound(&checked, batch.entry_count(), request.len()).map_err(failed)?;
         let mut after = batch.clone();
         apply(&mut after, &checked);
         report.batch(&batch, &checked, &after, elapsed).map_err(TryoutError::Output)?;
