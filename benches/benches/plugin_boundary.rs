@@ -79,7 +79,7 @@ fn chain_stage(engine: &PluginEngine, config: &Config, stage: &StageConfig, run:
         (&plugin, run),
         (StagePlugin::Wasm(_), RunMode::Wasm) | (StagePlugin::Native { .. }, RunMode::Native)
     ));
-    let loaded = LoadedStage { plugin, on_error: stage.on_error, dead_letter: None };
+    let loaded = LoadedStage { plugin, on_error: stage.on_error(), dead_letter: None };
     (loaded.factory())().expect("instance")
 }
 

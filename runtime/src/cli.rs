@@ -294,6 +294,9 @@ fn load(args: &RunArgs) -> Result<Config, ConfigErrors> {
     };
     config.apply_overrides(&overrides)?;
     config.validate(check_selector)?;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     Ok(config)
 }
 
@@ -310,6 +313,9 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     });
     match result {
         Ok(c) => {
+            for w in c.warnings() {
+                eprintln!("{}: warning: {w}", args.config.display());
+            }
             let stages: usize = c.pipelines.values().map(|p| p.stages.len()).sum();
             println!(
                 "{}: valid ({} sink{}, {} route{}, {} plugin stage{})",

@@ -637,9 +637,10 @@ pub struct StageConfig {
     pub config: serde_json::Value,
     /// What happens to a batch the plugin fails on (trap, timeout, memory, error, malformed
     /// output): `pass` it on unchanged, `drop` it, or send it unchanged to the `dead_letter`
-    /// sink.
+    /// sink. Default: `drop` for the built-ins that protect data (`redact`, `filter`), whose
+    /// failure must not let lines through unprotected; `pass` for every other plugin.
     #[serde(default)]
-    pub on_error: OnErrorConfig,
+    pub on_error: Option<OnErrorConfig>,
     /// Sink that receives failed batches when `on_error: dead_letter`.
     #[serde(default)]
     pub dead_letter: Option<String>,
@@ -674,6 +675,25 @@ pub enum PluginSource {
     Builtin(String),
     /// A `.wasm` file, resolved.
     File(PathBuf),
+}
+
+/// Built-in plugins whose failure must not pass a batch on as it was: it would go out
+/// unredacted or unfiltered.
+pub const FAIL_CLOSED_BUILTINS: &[&str] = &["redact", "filter"];
+
+impl StageConfig {
+    /// Whether the stage's plugin is a built-in that protects data ([`FAIL_CLOSED_BUILTINS`]).
+    fn protects_data(&self) -> bool {
+        let name = self.plugin.to_string_lossy();
+        matches!(plugin_source(Path::new(""), &self.plugin), PluginSource::Builtin(_))
+            && FAIL_CLOSED_BUILTINS.contains(&name.as_ref())
+    }
+
+    /// The stage's failure policy: as configured, else `drop` for a built-in that protects data
+    /// and `pass` for any other plugin.
+    pub fn on_error(&self) -> OnErrorConfig {
+        self.on_error.unwrap_or(if self.protects_data() { OnErrorConfig::Drop } else { OnErrorConfig::Pass })
+    }
 }
 
 /// A stage's failure policy.
@@ -1012,7 +1032,7 @@ impl Config {
                         ));
                     }
                 }
-                match (stage.on_error, &stage.dead_letter) {
+                match (stage.on_error(), &stage.dead_letter) {
                     (OnErrorConfig::DeadLetter, None) => errors.push(err(
                         format!("{at}.dead_letter"),
                         "on_error: dead_letter needs `dead_letter: <sink name>`",
@@ -1078,6 +1098,25 @@ impl Config {
     /// Where a stage's plugin comes from (see [`plugin_source`]).
     pub fn plugin_source(&self, stage: &StageConfig) -> PluginSource {
         plugin_source(&self.base_dir, &stage.plugin)
+    }
+
+    /// What is valid but probably not meant: `sluice validate` prints it, `sluice run` logs it.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        let mut warnings = Vec::new();
+        for (name, pipeline) in &self.pipelines {
+            for (i, stage) in pipeline.stages.iter().enumerate() {
+                if stage.protects_data() && stage.on_error == Some(OnErrorConfig::Pass) {
+                    warnings.push(err(
+                        format!("pipelines.{name}.stages[{i}].on_error"),
+                        format!(
+                            "`pass` on `{}`: a batch it fails on (a timeout, a trap) goes on unprotected; use `drop` or `dead_letter`",
+                            stage.plugin.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     /// The limits of one tenant: the global ones with its overrides applied.
@@ -1352,6 +1391,36 @@ mod tests {
     }
 
     #[test]
+    fn stages_that_protect_data_fail_closed_by_default_and_pass_is_warned_about() {
+        let yaml = r#"
+sinks: { local: { type: archive } }
+pipelines:
+  p:
+    stages:
+      - plugin: redact
+      - plugin: filter
+        on_error: pass
+      - plugin: parse-json
+      - plugin: ./filter.wasm
+default_route: { sinks: [local], pipeline: p }
+"#;
+        let cfg = Config::parse(yaml, |_| None).expect("parses");
+        let stages = &cfg.pipelines["p"].stages;
+        let policies: Vec<OnErrorConfig> = stages.iter().map(StageConfig::on_error).collect();
+        assert_eq!(
+            policies,
+            [OnErrorConfig::Drop, OnErrorConfig::Pass, OnErrorConfig::Pass, OnErrorConfig::Pass],
+            "redact drops by default; an explicit pass stays; other plugins (a file named filter too) pass"
+        );
+        let warnings: Vec<String> = cfg.warnings().iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("pipelines.p.stages[1].on_error: `pass` on `filter`"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
     fn urls_in_messages_lose_their_credentials() {
         assert_eq!(redact_url("http://user:pa%40ss@loki:3100/x"), "http://***@loki:3100/x");
         assert_eq!(redact_url("https://token@loki"), "https://***@loki");
@@ -1503,7 +1572,7 @@ default_route: { sinks: [local], pipeline: main }
         let stage = &cfg.pipelines["main"].stages[0];
         assert_eq!(cfg.plugin_source(stage), PluginSource::File(dir.path().join("p.wasm")));
         assert_eq!(stage.config.to_string(), r#"{"fields":["email"],"nested":{"n":1}}"#);
-        assert_eq!((stage.on_error, stage.timeout), (OnErrorConfig::Pass, Duration::from_secs(1)));
+        assert_eq!((stage.on_error(), stage.timeout), (OnErrorConfig::Pass, Duration::from_secs(1)));
         assert_eq!(stage.max_memory, ByteSize::mib(64));
         assert_eq!(stage_name("main", stage), "main/p");
         let errors = cfg.validate(no_selector_check).expect_err("invalid");

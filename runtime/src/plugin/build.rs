@@ -131,7 +131,7 @@ fn load_stages(
     config.check_stages(|at| {
         let plugin = check_stage(&engine, &at.name, at.stage, &at.source, cache_dir)?;
         let stage =
-            LoadedStage { plugin, on_error: at.stage.on_error, dead_letter: at.stage.dead_letter.clone() };
+            LoadedStage { plugin, on_error: at.stage.on_error(), dead_letter: at.stage.dead_letter.clone() };
         out.pipelines.entry(at.pipeline.to_string()).or_default().push(stage);
         Ok(())
     })?;

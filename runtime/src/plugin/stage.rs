@@ -203,13 +203,136 @@ impl PluginStage {
         }
     }
 
+    /// One call for a batch within [`MAX_CALL_ENTRIES`] and [`MAX_CALL_BYTES`]; a larger one is
+    /// cut into chunks that are, each its own call, and applied only once every chunk's
+    /// response has been checked, so a failure still leaves the batch as it was.
     fn run(&mut self, batch: &mut Batch) -> Result<(Applied, Counts), Failure> {
+        if batch.entry_count() <= MAX_CALL_ENTRIES && payload_bytes(batch) <= MAX_CALL_BYTES {
+            let (response, counts) = self.call(batch)?;
+            let response = self.check(&response, batch.entry_count())?;
+            return Ok((apply(batch, &response), counts));
+        }
+        let mut chunks = chunks::split(batch);
+        let mut responses = Vec::with_capacity(chunks.len());
+        let mut counts = Counts::new();
+        for chunk in &chunks {
+            let checked = self.call(&chunk.batch).and_then(|(response, c)| {
+                self.check(&response, chunk.batch.entry_count())?;
+                Ok((response, c))
+            });
+            match checked {
+                Ok((response, c)) => {
+                    responses.push(response);
+                    counts.extend(c);
+                }
+                Err(f) => {
+                    chunks::join(batch, chunks);
+                    return Err(f);
+                }
+            }
+        }
+        let mut total = Applied::default();
+        for (chunk, response) in chunks.iter_mut().zip(&responses) {
+            let entries = chunk.batch.entry_count();
+            let response = Response::parse(response, entries).map_err(|e| Failure::Malformed(e.0))?;
+            let a = apply(&mut chunk.batch, &response);
+            total.entries_in += a.entries_in;
+            total.entries_out += a.entries_out;
+            total.dropped += a.dropped;
+            total.modified += a.modified;
+            total.added += a.added;
+            total.moved += a.moved;
+        }
+        chunks::join(batch, chunks);
+        Ok((total, counts))
+    }
+
+    /// Encodes `batch` and calls the plugin: its untrusted response and what it counted.
+    fn call(&mut self, batch: &Batch) -> Result<(Vec<u8>, Counts), Failure> {
         encode_request(&mut self.writer, batch, &mut self.request)?;
-        let (response, counts) = self.backend.call(&self.request, &self.metrics.rebuilds)?;
-        let entries_in = batch.entry_count();
-        let response = Response::parse(&response, entries_in).map_err(|e| Failure::Malformed(e.0))?;
-        check_output_bound(&response, entries_in, self.request.len())?;
-        Ok((apply(batch, &response), counts))
+        self.backend.call(&self.request, &self.metrics.rebuilds)
+    }
+
+    /// Checks a response to the last request, of `entries_in` entries: its format, and that
+    /// applying it stays within the output bound.
+    fn check<'r>(&self, response: &'r [u8], entries_in: usize) -> Result<Response<'r>, Failure> {
+        let parsed = Response::parse(response, entries_in).map_err(|e| Failure::Malformed(e.0))?;
+        check_output_bound(&parsed, entries_in, self.request.len())?;
+        Ok(parsed)
+    }
+}
+
+/// Most entries one plugin call gets: a push of any size meets fixed time and memory limits per
+/// call, so a client must not be able to make a stage fail (and, with `on_error: pass`, skip
+/// it) by sending a large push.
+pub const MAX_CALL_ENTRIES: usize = 10_000;
+/// Most line and metadata bytes one plugin call gets.
+pub const MAX_CALL_BYTES: usize = 8 << 20;
+
+/// Line and structured-metadata bytes of `batch`: what a request carries per entry.
+fn payload_bytes(batch: &Batch) -> usize {
+    batch.streams.iter().flat_map(|s| &s.entries).map(|e| e.line.len() + e.metadata_size()).sum()
+}
+
+/// Cutting a batch into chunks within the per-call bounds, and putting it back together.
+mod chunks {
+    use super::{MAX_CALL_BYTES, MAX_CALL_ENTRIES};
+    use crate::model::{Batch, Stream};
+
+    /// A piece of a batch; `continues` when its first stream is the rest of the previous
+    /// chunk's last one.
+    pub(super) struct Chunk {
+        pub(super) batch: Batch,
+        continues: bool,
+    }
+
+    /// Moves `batch`'s streams into chunks, in order, cutting a stream where a chunk is full.
+    pub(super) fn split(batch: &mut Batch) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
+        let mut current = Chunk { batch: Batch::new(batch.tenant.clone()), continues: false };
+        let (mut entries, mut bytes) = (0, 0);
+        for stream in std::mem::take(&mut batch.streams) {
+            let Stream { labels, entries: all } = stream;
+            let mut part = Vec::new();
+            for entry in all {
+                let size = entry.line.len() + entry.metadata_size();
+                if entries > 0 && (entries + 1 > MAX_CALL_ENTRIES || bytes + size > MAX_CALL_BYTES) {
+                    let continues = !part.is_empty();
+                    if continues {
+                        current
+                            .batch
+                            .streams
+                            .push(Stream { labels: labels.clone(), entries: std::mem::take(&mut part) });
+                    }
+                    let next = Chunk { batch: Batch::new(batch.tenant.clone()), continues };
+                    chunks.push(std::mem::replace(&mut current, next));
+                    (entries, bytes) = (0, 0);
+                }
+                entries += 1;
+                bytes += size;
+                part.push(entry);
+            }
+            current.batch.streams.push(Stream { labels, entries: part });
+        }
+        chunks.push(current);
+        chunks
+    }
+
+    /// Puts the chunks' streams back into `batch`, rejoining each stream that was cut when the
+    /// pieces still have the same labels.
+    pub(super) fn join(batch: &mut Batch, chunks: Vec<Chunk>) {
+        for chunk in chunks {
+            let mut streams = chunk.batch.streams.into_iter();
+            if chunk.continues
+                && let Some(first) = streams.next()
+            {
+                match batch.streams.last_mut() {
+                    Some(last) if last.labels == first.labels => last.entries.extend(first.entries),
+                    _ => batch.streams.push(first),
+                }
+            }
+            batch.streams.extend(streams);
+        }
     }
 }
 
@@ -320,6 +443,47 @@ mod tests {
         let bytes = w.finish().expect("a valid response");
         let response = Response::parse(&bytes, entries_in).expect("parses");
         check_output_bound(&response, entries_in, request_len)
+    }
+
+    fn stream(app: &str, lines: impl IntoIterator<Item = String>) -> crate::model::Stream {
+        let labels = crate::model::LabelSet::new(vec![("app".into(), app.into())]);
+        let entries = lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, line)| crate::model::Entry { timestamp_ns: i as i64, line, metadata: vec![] })
+            .collect();
+        crate::model::Stream { labels, entries }
+    }
+
+    #[test]
+    fn a_large_batch_is_cut_into_bounded_chunks_and_put_back_as_it_was() {
+        let lines = |n: usize, tag: &str| (0..n).map(move |i| format!("{tag} {i}")).collect::<Vec<_>>();
+        let original = Batch {
+            tenant: "t".into(),
+            streams: vec![
+                stream("a", lines(3, "a")),
+                stream("b", lines(25_000, "b")),
+                stream("c", lines(7_000, "c")),
+            ],
+        };
+        let mut batch = original.clone();
+        let chunks = chunks::split(&mut batch);
+        assert!(batch.streams.is_empty());
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.batch.entry_count()).collect();
+        assert_eq!(sizes, [10_000, 10_000, 10_000, 2_003], "{sizes:?}");
+        chunks::join(&mut batch, chunks);
+        assert_eq!(batch, original, "cut streams are whole again");
+
+        // Bytes bound the chunks too: 20 lines of 1 MiB go 8, 8 and 4 to a call (8 MiB each at most).
+        let big =
+            Batch { tenant: "t".into(), streams: vec![stream("a", (0..20).map(|_| "x".repeat(1 << 20)))] };
+        let mut b = big.clone();
+        let chunks = chunks::split(&mut b);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.batch.entry_count()).collect();
+        assert_eq!(sizes, [8, 8, 4]);
+        assert!(chunks.iter().all(|c| payload_bytes(&c.batch) <= MAX_CALL_BYTES));
+        chunks::join(&mut b, chunks);
+        assert_eq!(b, big);
     }
 
     #[test]

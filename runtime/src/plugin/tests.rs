@@ -155,6 +155,28 @@ fn a_trap_fails_the_batch_untouched_and_the_next_batch_gets_a_new_instance() {
 }
 
 #[test]
+fn a_push_larger_than_one_call_is_processed_in_chunks_and_a_failed_chunk_leaves_it_whole() {
+    let engine = engine();
+    let mut stage =
+        PluginStage::wasm(load(&engine, "trap", Duration::from_secs(5), 64 << 20)).expect("instance");
+    let lines: Vec<String> = (0..25_000).map(|i| format!("line {i}")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut big = batch(&refs);
+    stage.process(&mut big).expect("every chunk within the limits");
+    assert_eq!(big, batch(&refs), "identity, chunk by chunk, gives the batch back whole");
+
+    // A line that traps, in the last chunk: the chunks before it succeeded, yet the batch is
+    // left exactly as it was.
+    let mut lines = lines;
+    lines[24_000] = "please trap".into();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut bad = batch(&refs);
+    let e = stage.process(&mut bad).expect_err("the last chunk traps");
+    assert_eq!(e.reason, "trap", "{e}");
+    assert_eq!(bad, batch(&refs));
+}
+
+#[test]
 fn an_endless_loop_times_out_at_the_deadline() {
     let engine = engine();
     let mut stage =
