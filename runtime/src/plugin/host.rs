@@ -44,6 +44,9 @@ pub struct HostState {
     pub counts: Vec<(String, u64)>,
 }
 
+/// Most WASI resources one instance may hold at once; past it the call that asks for one fails.
+pub const MAX_RESOURCES: usize = 4096;
+
 impl HostState {
     pub fn new(id: Arc<StageIdentity>, max_memory: usize) -> Self {
         let (stdout, stderr) = (Capture::default(), Capture::default());
@@ -56,9 +59,13 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // An instance is reused for every batch, so resources a plugin never drops (streams,
+        // pollables) would pile up; wasmtime's own cap is a million.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter { max_memory, exceeded: false },
             id,
             stdout,
@@ -184,6 +191,21 @@ impl ResourceLimiter for MemoryLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_holds_a_bounded_number_of_resources() {
+        let id = Arc::new(StageIdentity {
+            stage: "s".into(),
+            plugin: "p".into(),
+            hash_key: [0; 32],
+            warned_default_key: false.into(),
+        });
+        let mut state = HostState::new(id, 1 << 20);
+        for i in 0..MAX_RESOURCES {
+            state.table.push(i).unwrap_or_else(|e| panic!("resource {i}: {e}"));
+        }
+        assert!(state.table.push(0usize).is_err(), "one past the cap is refused");
+    }
 
     #[test]
     fn truncates_at_a_character_boundary() {
