@@ -181,11 +181,24 @@ pub struct TenantsConfig {
     pub require_auth: bool,
     /// Per-tenant credentials and limit overrides, by tenant name.
     pub overrides: BTreeMap<String, TenantConfig>,
+    /// Most tenants without an `overrides` entry that may be active at once (pushed within
+    /// `idle_after`); a push of one more gets 429. Bounds what unknown `X-Scope-OrgID`s cost:
+    /// rate buckets, metric series, archive objects.
+    pub max_active: usize,
+    /// A tenant that has not pushed for this long is forgotten (its rate bucket too).
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
 }
 
 impl Default for TenantsConfig {
     fn default() -> Self {
-        Self { default: "fake".into(), require_auth: false, overrides: BTreeMap::new() }
+        Self {
+            default: "fake".into(),
+            require_auth: false,
+            overrides: BTreeMap::new(),
+            max_active: 1000,
+            idle_after: Duration::from_secs(15 * 60),
+        }
     }
 }
 
@@ -919,6 +932,9 @@ impl Config {
         }
         if self.server.max_body_size.as_u64() == 0 || self.server.max_decompressed_size.as_u64() == 0 {
             errors.push(err("server", "max_body_size and max_decompressed_size must be larger than 0"));
+        }
+        if self.tenants.max_active == 0 || self.tenants.idle_after.is_zero() {
+            errors.push(err("tenants", "max_active and idle_after must be larger than 0"));
         }
         let s = &self.server;
         for (key, zero) in [

@@ -90,6 +90,10 @@ fn describe() {
     describe_counter!("sluice_reloads_total", "Configuration reloads, by result.");
     describe_gauge!("sluice_http_connections", "HTTP connections open.");
     describe_counter!(
+        "sluice_tenants_refused_total",
+        "Pushes refused because tenants.max_active tenants without an entry were active already."
+    );
+    describe_counter!(
         "sluice_http_connections_refused_total",
         "Connections answered 503 and closed past server.max_connections."
     );

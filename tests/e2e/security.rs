@@ -290,3 +290,46 @@ async fn the_data_dir_is_private_to_sluice() {
     assert!(seen >= 4, "the log, its cursors, the spool and the cache: {seen} entries");
     assert_eq!(std::fs::metadata(sluice.data_dir()).expect("stat").permissions().mode() & 0o777, 0o700);
 }
+
+/// Guessing a tenant's password: after 20 failures within a minute from one address, that
+/// address gets 429 for that tenant (the right password too) while other tenants are served.
+/// And made-up tenant ids are bounded: past `tenants.max_active`, a new one gets 429.
+#[tokio::test]
+async fn guessing_credentials_is_throttled_and_made_up_tenants_are_bounded() {
+    use base64::Engine as _;
+    let loki = Receiver::start();
+    let extra =
+        "tenants:\n  max_active: 2\n  overrides:\n    guarded: { auth: { username: u, password: right } }\n";
+    let sluice = Sluice::start(&loki_config(&loki.url(), extra)).await;
+    let basic =
+        |p: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("u:{p}")));
+    let push = |tenant: &'static str, auth: Option<String>| {
+        let sluice = &sluice;
+        async move {
+            let body = proto_body(&PushRequest { streams: vec![stream_of(tenant)] });
+            let mut headers = vec![("Content-Type", "application/x-protobuf")];
+            let auth = auth.unwrap_or_default();
+            if !auth.is_empty() {
+                headers.push(("Authorization", auth.as_str()));
+            }
+            sluice.push_raw(Some(tenant), &headers, body).await
+        }
+    };
+    for i in 0..20 {
+        assert_eq!(push("guarded", Some(basic(&format!("guess-{i}")))).await.status, 401);
+    }
+    let throttled = push("guarded", Some(basic("right"))).await;
+    assert_eq!(throttled.status, 429, "{}", throttled.body);
+    assert!(throttled.body.contains("failed authentications"), "{}", throttled.body);
+    assert!(
+        throttled.retry_after.as_deref().is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n > 1)),
+        "{throttled:?}"
+    );
+
+    assert_eq!(push("one", None).await.status, 204, "other tenants are served");
+    assert_eq!(push("two", None).await.status, 204);
+    let third = push("three", None).await;
+    assert_eq!(third.status, 429, "{}", third.body);
+    assert!(third.body.contains("tenants.max_active"), "{}", third.body);
+    assert_eq!(push("one", None).await.status, 204, "active ones go on");
+}

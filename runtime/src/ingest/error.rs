@@ -22,6 +22,11 @@ pub enum IngestError {
     #[error("{0}")]
     Unauthorized(String),
     #[error(
+        "too many failed authentications from this address for this tenant: retry in {} s",
+        wait.as_secs().max(1)
+    )]
+    AuthThrottled { wait: std::time::Duration },
+    #[error(
         "ingestion rate limit exceeded for tenant `{tenant}`: limit {rate} bytes/s, this push has {bytes} bytes of lines"
     )]
     RateLimited { tenant: String, rate: u64, bytes: usize },
@@ -31,6 +36,11 @@ pub enum IngestError {
     QueueFull { entries: u64, bytes: u64 },
     #[error("sluice is shutting down: send to another replica or retry later")]
     ShuttingDown,
+    #[error(
+        "{limit} tenants without a configuration entry are active already (tenants.max_active; a tenant is forgotten after {} without a push): retry later",
+        humantime::format_duration(*idle_after)
+    )]
+    TooManyTenants { limit: usize, idle_after: std::time::Duration },
     /// Sluice is at capacity in a way the message explains (e.g. a full write-ahead log).
     #[error("{0}")]
     Overloaded(String),
@@ -53,9 +63,11 @@ impl IngestError {
             Self::Body(_) | Self::Rejected(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::RateLimited { .. } | Self::QueueFull { .. } | Self::Overloaded(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::RateLimited { .. }
+            | Self::QueueFull { .. }
+            | Self::Overloaded(_)
+            | Self::TooManyTenants { .. }
+            | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ShuttingDown | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotProcessed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -69,11 +81,18 @@ impl IntoResponse for IngestError {
         let headers = response.headers_mut();
         match self {
             Self::QueueFull { .. }
+            | Self::TooManyTenants { .. }
             | Self::RateLimited { .. }
             | Self::ShuttingDown
             | Self::Overloaded(_)
             | Self::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::AuthThrottled { wait } => {
+                let secs = wait.as_secs().max(1).to_string();
+                if let Ok(v) = HeaderValue::from_str(&secs) {
+                    headers.insert(header::RETRY_AFTER, v);
+                }
             }
             Self::Unauthorized(_) => {
                 headers.insert(

@@ -7,6 +7,7 @@
 mod error;
 pub mod serve;
 mod tenant;
+mod throttle;
 pub use tenant::is_valid_tenant_id;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct Ingest {
     pub body_read_timeout: std::time::Duration,
     /// One permit per push being decoded (`server.decode_threads`).
     decode_slots: Arc<tokio::sync::Semaphore>,
+    /// Failed authentications per client address and tenant.
+    auth_throttle: throttle::AuthThrottle,
     /// One permit per request being handled (`server.max_inflight_requests`).
     inflight: tokio::sync::Semaphore,
     max_inflight: usize,
@@ -92,6 +95,7 @@ impl Ingest {
             push_limits,
             body_read_timeout: server.body_read_timeout,
             decode_slots: Arc::new(tokio::sync::Semaphore::new(decode_threads)),
+            auth_throttle: throttle::AuthThrottle::default(),
             inflight: tokio::sync::Semaphore::new(server.max_inflight_requests),
             max_inflight: server.max_inflight_requests,
             admin_token: server.admin_token.clone().filter(|t| !t.is_empty()),
@@ -209,10 +213,29 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 async fn push(State(s): State<Arc<Ingest>>, request: Request) -> Response {
     let started = Instant::now();
     let (parts, mut body) = request.into_parts();
-    let (tenant, result) = match s.tenants.authenticate(&parts.headers) {
+    let peer = parts.extensions.get::<serve::Peer>().map(|p| p.0);
+    // The tenant a request claims, for throttling failed authentications (invalid ids are
+    // refused before credentials matter, and are not keys of their own).
+    let claimed = parts
+        .headers
+        .get("x-scope-orgid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| is_valid_tenant_id(t))
+        .unwrap_or("");
+    let now = Instant::now();
+    let authenticated = match peer.map(|ip| s.auth_throttle.check(ip, claimed, now)) {
+        Some(Err(wait)) => Err(IngestError::AuthThrottled { wait }),
+        _ => s.tenants.authenticate(&parts.headers).inspect_err(|e| {
+            if let (IngestError::Unauthorized(_), Some(ip)) = (e, peer) {
+                s.auth_throttle.failed(ip, claimed, now);
+            }
+        }),
+    };
+    let (tenant, result) = match authenticated {
         Ok(tenant) => {
             let result = accept(&s, &tenant, &parts.headers, &mut body).await;
-            (Some(tenant.name), result)
+            (Some(s.tenants.metric_label(&tenant.name)), result)
         }
         Err(e) => (None, Err(e)),
     };
@@ -246,11 +269,12 @@ async fn accept(
     headers: &HeaderMap,
     body: &mut Body,
 ) -> Result<(), IngestError> {
+    s.tenants.admit(tenant)?;
     let read = read_body(body, headers, s.max_body_size, &s.budget);
     let (body, body_charge) = tokio::time::timeout(s.body_read_timeout, read)
         .await
         .map_err(|_| IngestError::BodyTimeout { timeout: s.body_read_timeout })??;
-    let t = tenant.name.to_string();
+    let t = s.tenants.metric_label(&tenant.name).to_string();
     metrics::counter!("sluice_ingest_received_bytes_total", "tenant" => t.clone())
         .increment(body.len() as u64);
     let (decoded, charge) = decode_off_runtime(s, tenant, headers, body).await?;

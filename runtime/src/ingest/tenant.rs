@@ -12,12 +12,19 @@ use crate::config::{AckMode, AuthConfig, Config, Limits};
 use crate::ingest::IngestError;
 
 /// Resolved tenant settings, replaced whole by a reload (a revoked token stops working then),
-/// and the tenants' rate buckets, which a reload keeps.
+/// and what a reload keeps: the tenants' rate buckets, which tenants are active, and which have
+/// a metric series of their own.
 #[derive(Debug)]
 pub struct Tenants {
     settings: RwLock<Arc<Settings>>,
     buckets: Mutex<HashMap<Arc<str>, Bucket>>,
+    active: Mutex<Active>,
+    /// Tenants with metric series of their own; later ones are labelled [`OTHER_TENANTS`].
+    labelled: Mutex<std::collections::HashSet<Arc<str>>>,
 }
+
+/// The `tenant` label of tenants past the metric-series cap.
+pub const OTHER_TENANTS: &str = "__other__";
 
 #[derive(Debug)]
 struct Settings {
@@ -25,6 +32,15 @@ struct Settings {
     require_auth: bool,
     default_limits: Arc<Limits>,
     known: HashMap<String, Known>,
+    max_active: usize,
+    idle_after: std::time::Duration,
+}
+
+/// Tenants without an overrides entry that pushed lately, with when they last did.
+#[derive(Debug)]
+struct Active {
+    seen: HashMap<Arc<str>, Instant>,
+    pruned: Instant,
 }
 
 #[derive(Debug)]
@@ -46,7 +62,62 @@ pub struct Tenant {
 
 impl Tenants {
     pub fn new(config: &Config) -> Self {
-        Self { settings: RwLock::new(Arc::new(Settings::of(config))), buckets: Mutex::new(HashMap::new()) }
+        Self {
+            settings: RwLock::new(Arc::new(Settings::of(config))),
+            buckets: Mutex::new(HashMap::new()),
+            active: Mutex::new(Active { seen: HashMap::new(), pruned: Instant::now() }),
+            labelled: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// Lets `tenant` push unless it is a tenant without an overrides entry and `max_active`
+    /// such tenants are active already; forgets tenants idle for `idle_after` (rate buckets
+    /// too).
+    pub fn admit(&self, tenant: &Tenant) -> Result<(), IngestError> {
+        self.admit_at(tenant, Instant::now())
+    }
+
+    fn admit_at(&self, tenant: &Tenant, now: Instant) -> Result<(), IngestError> {
+        let s = self.settings();
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if now.saturating_duration_since(active.pruned) >= PRUNE_EVERY {
+            active.seen.retain(|_, at| now.saturating_duration_since(*at) < s.idle_after);
+            active.pruned = now;
+            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            buckets.retain(|t, _| active.seen.contains_key(t) || s.known.contains_key(&**t));
+        }
+        if s.known.contains_key(&*tenant.name) || tenant.name == s.default {
+            return Ok(());
+        }
+        if let Some(at) = active.seen.get_mut(&tenant.name) {
+            *at = now;
+            return Ok(());
+        }
+        if active.seen.len() >= s.max_active {
+            metrics::counter!("sluice_tenants_refused_total").increment(1);
+            return Err(IngestError::TooManyTenants { limit: s.max_active, idle_after: s.idle_after });
+        }
+        active.seen.insert(Arc::clone(&tenant.name), now);
+        Ok(())
+    }
+
+    /// The `tenant` label for `name` in metrics: its own for configured tenants, the default
+    /// one and the first `max_active` others ever seen, [`OTHER_TENANTS`] after that, so the
+    /// number of series stays bounded however many tenant ids clients make up.
+    pub fn metric_label(&self, name: &Arc<str>) -> Arc<str> {
+        let s = self.settings();
+        if s.known.contains_key(&**name) || *name == s.default {
+            return Arc::clone(name);
+        }
+        let mut labelled = self.labelled.lock().unwrap_or_else(|p| p.into_inner());
+        if labelled.contains(name) {
+            return Arc::clone(name);
+        }
+        if labelled.len() < s.max_active {
+            labelled.insert(Arc::clone(name));
+            return Arc::clone(name);
+        }
+        Arc::from(OTHER_TENANTS)
     }
 
     /// Applies `config`'s `tenants` and `limits` to the pushes that follow.
@@ -80,9 +151,14 @@ impl Settings {
             require_auth: config.tenants.require_auth,
             default_limits: Arc::new(config.limits.clone()),
             known,
+            max_active: config.tenants.max_active,
+            idle_after: config.tenants.idle_after,
         }
     }
 }
+
+/// How often idle tenants are looked for.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Tenants {
     /// The tenant of a request, after checking its id and credentials.
@@ -264,6 +340,31 @@ mod tests {
             tenants("tenants: { require_auth: true, overrides: { a: { auth: { bearer_token: tok } } } }");
         let e = strict.authenticate(&headers(&[("x-scope-orgid", "open")])).expect_err("not listed");
         assert!(e.to_string().contains("require_auth"), "{e}");
+    }
+
+    #[test]
+    fn tenants_without_an_entry_are_bounded_and_forgotten_when_idle() {
+        let t = tenants("tenants: { max_active: 2, idle_after: 1m, overrides: { known: {} } }");
+        let tenant = |name: &str| t.authenticate(&headers(&[("x-scope-orgid", name)])).expect("valid");
+        let start = Instant::now();
+        let at = |s: u64| start + std::time::Duration::from_secs(s);
+        assert!(t.admit_at(&tenant("a"), at(0)).is_ok());
+        assert!(t.admit_at(&tenant("b"), at(1)).is_ok());
+        let e = t.admit_at(&tenant("c"), at(2)).expect_err("a third");
+        assert_eq!(e.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(e.to_string().contains("tenants.max_active"), "{e}");
+        assert!(t.admit_at(&tenant("a"), at(3)).is_ok(), "active ones go on");
+        assert!(t.admit_at(&tenant("known"), at(3)).is_ok(), "configured tenants are not counted");
+        assert!(t.admit_at(&tenant("fake"), at(3)).is_ok(), "nor is the default one");
+        // `b` idles past a minute (a is refreshed): `c` gets its place.
+        assert!(t.admit_at(&tenant("a"), at(50)).is_ok());
+        assert!(t.admit_at(&tenant("c"), at(62)).is_ok());
+
+        let labels: Vec<String> = ["a", "b", "c", "known", "fake", "a"]
+            .iter()
+            .map(|n| t.metric_label(&Arc::from(*n)).to_string())
+            .collect();
+        assert_eq!(labels, ["a", "b", OTHER_TENANTS, "known", "fake", "a"]);
     }
 
     #[test]
