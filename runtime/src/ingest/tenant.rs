@@ -34,6 +34,9 @@ struct Settings {
     known: HashMap<String, Known>,
     max_active: usize,
     idle_after: std::time::Duration,
+    /// The tenants each credential is configured for, by [`credential_digest`]: a request
+    /// without `X-Scope-OrgID` whose credentials are one tenant's is that tenant's.
+    by_credential: HashMap<[u8; 32], Vec<Arc<str>>>,
 }
 
 /// Tenants without an overrides entry that pushed lately, with when they last did.
@@ -146,7 +149,14 @@ impl Settings {
                 (name.clone(), known)
             })
             .collect();
+        let mut by_credential: HashMap<[u8; 32], Vec<Arc<str>>> = HashMap::new();
+        for (name, t) in &config.tenants.overrides {
+            if let Some(digest) = t.auth.as_ref().and_then(configured_digest) {
+                by_credential.entry(digest).or_default().push(name.as_str().into());
+            }
+        }
         Self {
+            by_credential,
             default: config.tenants.default.as_str().into(),
             require_auth: config.tenants.require_auth,
             default_limits: Arc::new(config.limits.clone()),
@@ -171,6 +181,18 @@ impl Tenants {
                 check_tenant_id(v)?;
                 Some(v)
             }
+        };
+        // Whose credentials these are: without `X-Scope-OrgID`, one tenant's credentials make
+        // the request that tenant's; naming a tenant they are not for is refused.
+        let owners = given_digest(headers).and_then(|d| s.by_credential.get(&d));
+        let name = match (name, owners) {
+            (None, Some(owners)) if owners.len() == 1 => Some(&*owners[0]),
+            (Some(n), Some(owners)) if !owners.iter().any(|o| **o == *n) => {
+                return Err(unauthorized(format!(
+                    "the credentials in the Authorization header are not valid for tenant `{n}`: they are another tenant's"
+                )));
+            }
+            (name, _) => name,
         };
         let known = s.known.get(name.unwrap_or(&s.default));
         let auth = known.and_then(|k| k.auth.as_ref());
@@ -252,6 +274,33 @@ fn check_credentials(auth: &AuthConfig, headers: &HeaderMap) -> Result<(), Inges
     } else {
         Err(unauthorized("the credentials in the Authorization header are not valid for this tenant"))
     }
+}
+
+/// The digest of configured credentials, as [`given_digest`] computes it for a request's.
+fn configured_digest(auth: &AuthConfig) -> Option<[u8; 32]> {
+    match (&auth.bearer_token, &auth.username, &auth.password) {
+        (Some(token), None, None) => Some(digest(b"bearer", token.as_bytes())),
+        (None, Some(user), Some(pass)) => Some(digest(b"basic", format!("{user}:{pass}").as_bytes())),
+        _ => None,
+    }
+}
+
+/// The digest of a request's `Authorization` header (bearer token, or basic `user:password`).
+fn given_digest(headers: &HeaderMap) -> Option<[u8; 32]> {
+    let given = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(token) = given.strip_prefix("Bearer ") {
+        return Some(digest(b"bearer", token.as_bytes()));
+    }
+    let pair = base64::engine::general_purpose::STANDARD.decode(given.strip_prefix("Basic ")?.trim()).ok()?;
+    Some(digest(b"basic", &pair))
+}
+
+fn digest(kind: &[u8], secret: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(kind);
+    h.update(b"\0");
+    h.update(secret);
+    *h.finalize().as_bytes()
 }
 
 /// Compares two secrets without leaking where they differ or how long the expected one is:
@@ -365,6 +414,34 @@ mod tests {
             .map(|n| t.metric_label(&Arc::from(*n)).to_string())
             .collect();
         assert_eq!(labels, ["a", "b", OTHER_TENANTS, "known", "fake", "a"]);
+    }
+
+    #[test]
+    fn credentials_name_their_tenant_and_cannot_reach_another() {
+        let t = tenants(
+            "tenants: { overrides: { a: { auth: { bearer_token: tok-a } }, b: { auth: { username: u, password: p } }, \
+             s1: { auth: { bearer_token: shared } }, s2: { auth: { bearer_token: shared } } } }",
+        );
+        let name =
+            |pairs: &[(&'static str, &str)]| t.authenticate(&headers(pairs)).map(|t| t.name.to_string());
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("u:p"));
+        assert_eq!(name(&[("authorization", "Bearer tok-a")]).expect("a's token"), "a", "no header needed");
+        assert_eq!(name(&[("authorization", &basic)]).expect("b's user"), "b");
+        let e = name(&[("authorization", "Bearer tok-a"), ("x-scope-orgid", "open")])
+            .expect_err("a's token for open");
+        assert!(e.to_string().contains("another tenant's"), "{e}");
+        assert!(name(&[("authorization", "Bearer tok-a"), ("x-scope-orgid", "b")]).is_err());
+        // Credentials shared by two tenants name neither: the header must.
+        assert_eq!(name(&[("authorization", "Bearer shared")]).expect("default tenant"), "fake");
+        assert_eq!(
+            name(&[("authorization", "Bearer shared"), ("x-scope-orgid", "s2")]).expect("named"),
+            "s2"
+        );
+        // Unknown credentials change nothing.
+        assert_eq!(
+            name(&[("authorization", "Bearer nobody"), ("x-scope-orgid", "open")]).expect("open"),
+            "open"
+        );
     }
 
     #[test]

@@ -67,6 +67,12 @@ pub async fn run(uploads: Arc<Uploads>, mut rx: mpsc::UnboundedReceiver<Sealed>)
 
 async fn upload_until_done(uploads: &Uploads, sealed: Sealed) {
     let name = &uploads.name;
+    // A key no store accepts fails the same way on every attempt: retrying it forever would fill
+    // the spool and then the log, and every tenant would get 429. It goes to `failed/` at once.
+    if let Err(e) = ObjectPath::parse(&sealed.key) {
+        give_up(uploads, &sealed, &format!("invalid key `{}`: {e}; not retried", sealed.key));
+        return;
+    }
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -103,7 +109,8 @@ async fn upload_until_done(uploads: &Uploads, sealed: Sealed) {
     }
 }
 
-/// After `max_attempts`: the object is kept in `<spool>/failed/` for an operator.
+/// After `max_attempts`, or at once for a key no store takes: the object is kept in
+/// `<spool>/failed/` for an operator.
 fn give_up(uploads: &Uploads, sealed: &Sealed, error: &str) {
     let failed = sealed.data.parent().map(|d| d.join("failed"));
     let moved = failed.as_ref().and_then(|dir| {
@@ -257,6 +264,27 @@ mod tests {
         assert_eq!(get("t/b.ndjson.zst").await.to_vec(), big);
         assert_eq!(uploads.spooled.load(Ordering::Acquire), 0);
         assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0, "spool files removed");
+    }
+
+    #[tokio::test]
+    async fn a_key_no_store_takes_goes_to_failed_at_once_instead_of_being_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let memory = Arc::new(InMemory::new());
+        let store = Store { objects: memory.clone(), local_root: None, url: "memory://".into() };
+        let mut u = uploads(store, 5 << 20);
+        Arc::get_mut(&mut u).expect("one owner").retry.max_attempts = 0; // retry forever otherwise
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = sealed(dir.path(), "1", "tenant=a/../x.ndjson.zst", b"data");
+        u.add(&s);
+        tx.send(s).expect("running");
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), run(Arc::clone(&u), rx))
+            .await
+            .expect("not retried forever");
+        let failed: Vec<_> =
+            std::fs::read_dir(dir.path().join("failed")).expect("failed/").flatten().collect();
+        assert_eq!(failed.len(), 1, "kept for an operator");
+        assert_eq!(u.spooled.load(Ordering::Acquire), 0, "no longer counted in the spool");
     }
 
     #[tokio::test]
