@@ -128,6 +128,17 @@ async fn malformed_output_is_refused() {
     misbehaves("garbage", "garbage", "malformed_output").await;
 }
 
+#[tokio::test]
+async fn a_response_that_would_make_the_host_copy_gigabytes_is_refused() {
+    // 2,000 added entries pointing at one 1 MiB line: 2 GiB if copied.
+    misbehaves("amplify", "amplify", "oversized_output").await;
+}
+
+#[tokio::test]
+async fn a_plugin_that_sleeps_fails_at_once_instead_of_hanging_its_worker() {
+    misbehaves("sleeper", "sleep", "trap").await;
+}
+
 #[test]
 fn validate_reports_plugin_problems_with_their_location() {
     let dir = tempfile::tempdir().expect("temp dir");
