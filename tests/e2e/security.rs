@@ -333,3 +333,21 @@ async fn guessing_credentials_is_throttled_and_made_up_tenants_are_bounded() {
     assert!(third.body.contains("tenants.max_active"), "{}", third.body);
     assert_eq!(push("one", None).await.status, 204, "active ones go on");
 }
+
+/// Credentials name their tenant: a push without `X-Scope-OrgID` lands in the tenant whose token
+/// it carries, and naming another tenant with that token is 401.
+#[tokio::test]
+async fn a_token_names_its_tenant_and_reaches_no_other() {
+    let loki = Receiver::start();
+    let extra = "tenants:\n  overrides:\n    team-a: { auth: { bearer_token: token-a } }\n";
+    let sluice = Sluice::start(&loki_config(&loki.url(), extra)).await;
+    let body = || proto_body(&PushRequest { streams: vec![stream_of("by token")] });
+    let headers = [("Content-Type", "application/x-protobuf"), ("Authorization", "Bearer token-a")];
+    let resp = sluice.push_raw(None, &headers, body()).await;
+    assert_eq!(resp.status, 204, "{}", resp.body);
+    let resp = sluice.push_raw(Some("someone-else"), &headers, body()).await;
+    assert_eq!(resp.status, 401, "{}", resp.body);
+    ok_or_logs(loki.wait_for(1, DELIVERY).await, &sluice);
+    loki.settle(Duration::from_millis(300), DELIVERY).await;
+    assert_eq!(loki.tenants(), ["team-a"]);
+}
