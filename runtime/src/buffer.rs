@@ -33,21 +33,28 @@ impl Budget {
     /// Takes `entries` and `bytes` if both fit, else `None`. A single request larger than the
     /// whole budget is admitted when the budget is empty, so it cannot be refused forever.
     pub fn try_charge(self: &Arc<Self>, entries: u64, bytes: u64) -> Option<Charge> {
+        self.take(entries, bytes, true).then(|| Charge { budget: Arc::clone(self), entries, bytes })
+    }
+
+    /// Adds `entries` and `bytes` to what is held if both fit (or, `when_empty`, if nothing is
+    /// held of that kind); nothing is taken when they do not.
+    fn take(&self, entries: u64, bytes: u64, when_empty: bool) -> bool {
         let take = |counter: &AtomicU64, amount: u64, max: u64| {
             counter
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                    (held == 0 || held + amount <= max).then_some(held + amount)
+                    let sum = held.checked_add(amount)?;
+                    (sum <= max || (when_empty && held == 0)).then_some(sum)
                 })
                 .is_ok()
         };
         if !take(&self.entries, entries, self.max_entries) {
-            return None;
+            return false;
         }
         if !take(&self.bytes, bytes, self.max_bytes) {
             self.entries.fetch_sub(entries, Ordering::AcqRel);
-            return None;
+            return false;
         }
-        Some(Charge { budget: Arc::clone(self), entries, bytes })
+        true
     }
 
     /// A charge of nothing, to [`Charge::grow`] while a push is decoded.
@@ -75,19 +82,7 @@ impl Charge {
     /// Takes `entries` and `bytes` more if both fit in what the budget has left; nothing is
     /// taken when they do not.
     pub fn grow(&mut self, entries: u64, bytes: u64) -> bool {
-        let b = &self.budget;
-        let take = |counter: &AtomicU64, amount: u64, max: u64| {
-            counter
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                    held.checked_add(amount).filter(|&n| n <= max)
-                })
-                .is_ok()
-        };
-        if !take(&b.entries, entries, b.max_entries) {
-            return false;
-        }
-        if !take(&b.bytes, bytes, b.max_bytes) {
-            b.entries.fetch_sub(entries, Ordering::AcqRel);
+        if !self.budget.take(entries, bytes, false) {
             return false;
         }
         self.entries += entries;
