@@ -55,10 +55,7 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
                 .context("cannot start a write-ahead log reader")?;
         }
     }
-    let workers = match config.server.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let workers = crate::config::threads_or_cores(config.server.workers);
     let generation = tokio::task::block_in_place(|| build_generation(1, &config, sinks, workers))?;
     // From here on only generations hold sink senders, so sinks end once the pipeline has.
     let (pipeline, worker_handles) = Pipeline::start(workers, generation, wal.clone())?;

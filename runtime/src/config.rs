@@ -1309,6 +1309,14 @@ impl LokiSinkConfig {
     }
 }
 
+/// A thread count setting: `n`, or one per CPU core when it is 0.
+pub fn threads_or_cores(n: usize) -> usize {
+    match n {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 /// `url` with any `user:password@` in its authority replaced by `***@`, for messages.
 pub fn redact_url(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);

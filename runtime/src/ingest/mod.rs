@@ -75,10 +75,7 @@ impl Ingest {
         metrics: Option<PrometheusHandle>,
     ) -> Self {
         let server = &config.server;
-        let decode_threads = match server.decode_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let decode_threads = crate::config::threads_or_cores(server.decode_threads);
         let push_limits = PushLimits {
             max_entries: server.max_entries_per_push.min(config.queue.max_entries),
             max_streams: server.max_streams_per_push,
@@ -234,8 +231,9 @@ async fn push(State(s): State<Arc<Ingest>>, request: Request) -> Response {
     };
     let (tenant, result) = match authenticated {
         Ok(tenant) => {
-            let result = accept(&s, &tenant, &parts.headers, &mut body).await;
-            (Some(s.tenants.metric_label(&tenant.name)), result)
+            let label = s.tenants.metric_label(&tenant.name);
+            let result = accept(&s, &tenant, &label, &parts.headers, &mut body).await;
+            (Some(label), result)
         }
         Err(e) => (None, Err(e)),
     };
@@ -263,9 +261,11 @@ async fn push(State(s): State<Arc<Ingest>>, request: Request) -> Response {
     response
 }
 
+/// Reads, decodes and dispatches a push of `tenant`, whose metric label is `label`.
 async fn accept(
     s: &Ingest,
     tenant: &Tenant,
+    label: &str,
     headers: &HeaderMap,
     body: &mut Body,
 ) -> Result<(), IngestError> {
@@ -274,7 +274,7 @@ async fn accept(
     let (body, body_charge) = tokio::time::timeout(s.body_read_timeout, read)
         .await
         .map_err(|_| IngestError::BodyTimeout { timeout: s.body_read_timeout })??;
-    let t = s.tenants.metric_label(&tenant.name).to_string();
+    let t = label.to_string();
     metrics::counter!("sluice_ingest_received_bytes_total", "tenant" => t.clone())
         .increment(body.len() as u64);
     let (decoded, charge) = decode_off_runtime(s, tenant, headers, body).await?;
