@@ -184,7 +184,8 @@ impl Tenants {
         };
         // Whose credentials these are: without `X-Scope-OrgID`, one tenant's credentials make
         // the request that tenant's; naming a tenant they are not for is refused.
-        let owners = given_digest(headers).and_then(|d| s.by_credential.get(&d));
+        let given = given_digest(headers);
+        let owners = given.and_then(|d| s.by_credential.get(&d));
         let name = match (name, owners) {
             (None, Some(owners)) if owners.len() == 1 => Some(&*owners[0]),
             (Some(n), Some(owners)) if !owners.iter().any(|o| **o == *n) => {
@@ -197,7 +198,13 @@ impl Tenants {
         let known = s.known.get(name.unwrap_or(&s.default));
         let auth = known.and_then(|k| k.auth.as_ref());
         match auth {
-            Some(auth) => check_credentials(auth, headers)?,
+            Some(auth) => {
+                let sent = headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| !v.is_empty());
+                check_credentials(auth, given, sent)?
+            }
             None if s.require_auth => {
                 return Err(unauthorized(format!(
                     "tenant `{}` is not allowed: tenants.require_auth is on and it has no auth entry",
@@ -255,21 +262,17 @@ fn check_tenant_id(id: &str) -> Result<(), IngestError> {
     Ok(())
 }
 
-fn check_credentials(auth: &AuthConfig, headers: &HeaderMap) -> Result<(), IngestError> {
-    let given = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let ok = match (&auth.bearer_token, &auth.username, &auth.password) {
-        (Some(token), _, _) => {
-            given.strip_prefix("Bearer ").is_some_and(|t| secrets_equal(t.as_bytes(), token.as_bytes()))
-        }
-        (None, Some(user), Some(pass)) => given
-            .strip_prefix("Basic ")
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-            .is_some_and(|pair| secrets_equal(&pair, format!("{user}:{pass}").as_bytes())),
+/// Whether the request's credentials (their digest, `given`) are `auth`'s; `sent` when its
+/// `Authorization` header is not empty, for the message.
+fn check_credentials(auth: &AuthConfig, given: Option<[u8; 32]>, sent: bool) -> Result<(), IngestError> {
+    let ok = match (given, configured_digest(auth)) {
+        // Digests of equal length, compared without leaking where they differ.
+        (Some(g), Some(c)) => g.iter().zip(&c).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0,
         _ => false,
     };
     if ok {
         Ok(())
-    } else if given.is_empty() {
+    } else if !sent {
         Err(unauthorized("this tenant requires credentials: send an Authorization header"))
     } else {
         Err(unauthorized("the credentials in the Authorization header are not valid for this tenant"))
