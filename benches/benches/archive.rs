@@ -48,6 +48,7 @@ fn spool(dir: &std::path::Path, format: ArchiveFormat, compression: Compression)
         max_object_size: u64::MAX,
         max_object_age: Duration::from_secs(3600),
         max_open: 32,
+        max_open_per_tenant: 32,
     };
     Spool::open(config).expect("spool").0
 }

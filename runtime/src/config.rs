@@ -503,6 +503,11 @@ pub struct ArchiveSinkConfig {
     /// Objects being written at once (one per key); past it the oldest is closed.
     #[serde(default = "default_max_open_objects")]
     pub max_open_objects: usize,
+    /// Objects one tenant's entries hold open at once; past it that tenant's oldest is closed,
+    /// so a push spread over many hours (or label values) closes its own objects, never
+    /// another tenant's.
+    #[serde(default = "default_max_open_objects_per_tenant")]
+    pub max_open_objects_per_tenant: usize,
     /// Where objects are written before upload. Default: `<data_dir>/spool/<sink name>`.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
@@ -775,6 +780,9 @@ fn default_max_object_age() -> Duration {
 }
 fn default_max_open_objects() -> usize {
     32
+}
+fn default_max_open_objects_per_tenant() -> usize {
+    8
 }
 fn default_max_spool() -> ByteSize {
     ByteSize::gib(1)
@@ -1207,6 +1215,7 @@ impl ArchiveSinkConfig {
             max_object_size: default_max_object_size(),
             max_object_age: default_max_object_age(),
             max_open_objects: default_max_open_objects(),
+            max_open_objects_per_tenant: default_max_open_objects_per_tenant(),
             spool_dir: None,
             max_spool: default_max_spool(),
             upload_concurrency: default_upload_concurrency(),
@@ -1255,6 +1264,9 @@ impl ArchiveSinkConfig {
         }
         if self.max_open_objects == 0 {
             problems.push(("max_open_objects", "must be at least 1".into()));
+        }
+        if self.max_open_objects_per_tenant == 0 {
+            problems.push(("max_open_objects_per_tenant", "must be at least 1".into()));
         }
         if self.upload_concurrency == 0 {
             problems.push(("upload_concurrency", "must be at least 1".into()));

@@ -100,6 +100,7 @@ fn write_archive(archive: &Path, spool_dir: &Path, args: &Args) -> anyhow::Resul
         max_object_size: 64 << 20,
         max_object_age: Duration::from_secs(3600),
         max_open: 32,
+        max_open_per_tenant: 32,
     };
     let (mut spool, _) = Spool::open(config)?;
     let tenant: Arc<str> = "bench".into();

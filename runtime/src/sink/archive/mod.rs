@@ -90,6 +90,7 @@ impl ArchiveSink {
             max_object_size: config.max_object_size.as_u64(),
             max_object_age: config.max_object_age,
             max_open: config.max_open_objects.max(1),
+            max_open_per_tenant: config.max_open_objects_per_tenant.max(1),
         };
         let dir = spool_config.dir.clone();
         let (spool, leftovers) = tokio::task::spawn_blocking(move || Spool::open(spool_config))

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -185,8 +186,12 @@ fn ndjson_compression(key: &str) -> Option<Compression> {
 struct OpenObject {
     id: String,
     key: String,
+    /// Whose entries it holds (a key template need not name the tenant).
+    tenant: Arc<str>,
     encoder: Encoder,
     opened: Instant,
+    /// Order of opening, between objects opened at the same instant (by one push).
+    sequence: u64,
     entries: u64,
     /// Log records with entries in this object: settled once it is sealed or flushed.
     marks: Vec<Mark>,
@@ -203,6 +208,7 @@ pub struct SpoolConfig {
     pub max_object_size: u64,
     pub max_object_age: std::time::Duration,
     pub max_open: usize,
+    pub max_open_per_tenant: usize,
 }
 
 /// The objects being written.
@@ -269,10 +275,8 @@ impl Spool {
             for (hour, indices) in &groups {
                 let prefix = self.config.template.render(&batch.tenant, &stream.labels, *hour);
                 if !self.open.contains_key(&prefix) {
-                    if self.open.len() >= self.config.max_open {
-                        self.seal_oldest()?;
-                    }
-                    let object = self.create(&prefix, now)?;
+                    self.make_room_for(&batch.tenant)?;
+                    let object = self.create(&prefix, &batch.tenant, now)?;
                     self.open.insert(prefix.clone(), object);
                 }
                 let object = self.open.get_mut(&prefix).expect("inserted above");
@@ -330,15 +334,25 @@ impl Spool {
         Ok(std::mem::take(&mut self.ready))
     }
 
-    fn seal_oldest(&mut self) -> io::Result<()> {
-        let oldest = self.open.iter().min_by_key(|(_, o)| o.opened).map(|(k, _)| k.clone());
-        match oldest {
+    /// Seals an object before `tenant` opens another: its own oldest when it holds
+    /// `max_open_per_tenant` already (a push spread over many hours costs only its own
+    /// objects), else the oldest of all when `max_open` are open.
+    fn make_room_for(&mut self, tenant: &str) -> io::Result<()> {
+        let own = self.open.iter().filter(|(_, o)| &*o.tenant == tenant);
+        let oldest = if own.clone().count() >= self.config.max_open_per_tenant {
+            own.min_by_key(|(_, o)| (o.opened, o.sequence))
+        } else if self.open.len() >= self.config.max_open {
+            self.open.iter().min_by_key(|(_, o)| (o.opened, o.sequence))
+        } else {
+            None
+        };
+        match oldest.map(|(k, _)| k.clone()) {
             Some(prefix) => self.seal(&prefix),
             None => Ok(()),
         }
     }
 
-    fn create(&mut self, prefix: &str, now: Instant) -> io::Result<OpenObject> {
+    fn create(&mut self, prefix: &str, tenant: &Arc<str>, now: Instant) -> io::Result<OpenObject> {
         self.sequence += 1;
         let millis =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
@@ -349,7 +363,17 @@ impl Spool {
         let file = crate::private_fs::create(&dir.join(format!("{id}.open")))?;
         let out = Counting { file: BufWriter::with_capacity(64 * 1024, file), written: 0 };
         let encoder = Encoder::new(out, self.config.format, self.config.compression, self.config.level)?;
-        Ok(OpenObject { id, key, encoder, opened: now, entries: 0, marks: Vec::new() })
+        let tenant = Arc::clone(tenant);
+        Ok(OpenObject {
+            id,
+            key,
+            tenant,
+            encoder,
+            opened: now,
+            sequence: self.sequence,
+            entries: 0,
+            marks: Vec::new(),
+        })
     }
 
     /// Seals the object of `prefix` into `ready`.
@@ -461,6 +485,7 @@ mod tests {
             max_object_size: 1 << 20,
             max_object_age: Duration::from_secs(60),
             max_open: 8,
+            max_open_per_tenant: 4,
         }
     }
 
@@ -533,6 +558,34 @@ mod tests {
             "the oldest open object is sealed: {}",
             sealed[0].key
         );
+    }
+
+    #[tokio::test]
+    async fn a_push_spread_over_a_week_closes_its_own_objects_not_another_tenants() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut spool, _) = Spool::open(config(dir.path(), Compression::None)).expect("opens");
+        let now = Instant::now();
+        for tenant in ["b", "c"] {
+            assert!(spool.write(&batch(tenant, &[(0, "kept open")]), None, now).expect("writes").is_empty());
+        }
+        // One entry in each hour of a week: 168 objects, of which tenant `a` holds four at once.
+        let spread: Vec<(i64, &str)> = (0..168).map(|h| (h * HOUR, "spread")).collect();
+        let later = now + Duration::from_secs(1);
+        let sealed = spool.write(&batch("a", &spread), None, later).expect("writes");
+        assert_eq!(sealed.len(), 168 - 4);
+        assert!(sealed.iter().all(|s| s.key.starts_with("tenant=a/") && s.entries == 1), "only a's objects");
+        let open: Vec<&str> = spool.open.values().map(|o| &*o.tenant).collect();
+        assert_eq!(open.iter().filter(|t| **t == "a").count(), 4, "{open:?}");
+        assert!(open.contains(&"b") && open.contains(&"c"), "the other tenants' objects stay open: {open:?}");
+        // The oldest of its own go first: the last four hours are the ones still open.
+        let mut hours: Vec<&str> = sealed.iter().map(|s| s.key.split('/').nth(2).expect("hour")).collect();
+        hours.dedup();
+        assert_eq!(sealed[0].key.split('/').nth(1), Some("dt=1970-01-01"));
+        assert_eq!(hours[0], "hour=00");
+        let all = spool.seal_all().expect("seals");
+        let entries: u64 =
+            sealed.iter().chain(&all).filter(|s| s.key.starts_with("tenant=a/")).map(|s| s.entries).sum();
+        assert_eq!(entries, 168, "every entry is in an object");
     }
 
     #[tokio::test]
