@@ -29,6 +29,11 @@ pub type Reloader = Arc<dyn Fn() -> Result<Config, crate::config::ConfigErrors> 
 
 /// Runs until SIGTERM or SIGINT, then shuts down.
 pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
+    // Bad TLS files stop the start before anything else is opened.
+    let transport = match &config.server.tls {
+        Some(tls) => ingest::serve::Transport::Tls(ingest::tls::Tls::new(tls).context("server.tls")?),
+        None => ingest::serve::Transport::Plain,
+    };
     let metrics = match telemetry::init_metrics() {
         Ok(handle) => Some(handle),
         Err(e) => {
@@ -78,30 +83,63 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
             "listening beyond loopback without tenants.require_auth: anyone who reaches this port can push as any tenant that has no auth entry"
         );
     }
+    let admin_listener = match config.server.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?,
+        ),
+        None => None,
+    };
+    let admin_local = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let sink_names: Vec<&String> = config.sinks.keys().collect();
-    tracing::info!(listen = %local, sinks = ?sink_names, workers, data_dir = %config.data_dir.display(), "sluice is ready");
+    let tls = matches!(transport, ingest::serve::Transport::Tls(_));
+    tracing::info!(
+        listen = %local, tls, admin_listen = ?admin_local, sinks = ?sink_names, workers,
+        data_dir = %config.data_dir.display(), "sluice is ready"
+    );
+    let tls_watch = match &transport {
+        ingest::serve::Transport::Tls(tls) => Some(tokio::spawn(Arc::clone(tls).watch())),
+        ingest::serve::Transport::Plain => None,
+    };
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal_state = Arc::clone(&state);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal_state.ready.store(false, Ordering::Release);
+        tracing::info!("shutting down: no new requests; flushing what was accepted");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     let limits = ingest::serve::ConnectionLimits {
         max_connections: config.server.max_connections,
         header_read_timeout: config.server.header_read_timeout,
     };
-    let server = ingest::serve::serve(listener, ingest::app(Arc::clone(&state)), limits, async move {
-        shutdown_signal().await;
-        signal_state.ready.store(false, Ordering::Release);
-        tracing::info!("shutting down: no new requests; flushing what was accepted");
-        let _ = stop_tx.send(());
+    let endpoints = if admin_listener.is_some() { ingest::Endpoints::Public } else { ingest::Endpoints::All };
+    let app = ingest::app(Arc::clone(&state), endpoints);
+    let server =
+        tokio::spawn(ingest::serve::serve(listener, app, limits, transport, stopped(stop_rx.clone())));
+    let admin_server = admin_listener.map(|listener| {
+        let app = ingest::app(Arc::clone(&state), ingest::Endpoints::Admin);
+        let plain = ingest::serve::Transport::Plain;
+        tokio::spawn(ingest::serve::serve(listener, app, limits, plain, stopped(stop_rx.clone())))
     });
-    let server = tokio::spawn(server);
-    let _ = stop_rx.await;
+    stopped(stop_rx).await;
+    if let Some(watch) = tls_watch {
+        watch.abort();
+    }
 
     let timeout = config.server.shutdown_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let _ = shutdown_deadline.set(deadline);
     let drained = tokio::time::timeout_at(deadline, async {
-        if let Err(e) = server.await {
-            tracing::error!("server task failed: {e}");
+        for server in std::iter::once(server).chain(admin_server) {
+            if let Err(e) = server.await {
+                tracing::error!("server task failed: {e}");
+            }
         }
         pipeline.close();
         let _ = tokio::task::spawn_blocking(move || {

@@ -309,6 +309,10 @@ fn validate(args: &ValidateArgs) -> ExitCode {
         if let Err(e) = crate::plugin::check_config(&c) {
             errors.extend(e.0);
         }
+        // The TLS files as `run` reads them (the deployment's paths must exist here too).
+        if let Some(Err(e)) = c.server.tls.as_ref().map(crate::ingest::tls::load) {
+            errors.push(crate::config::ConfigError { location: "server.tls".into(), message: e.to_string() });
+        }
         if errors.is_empty() { Ok(c) } else { Err(ConfigErrors(errors)) }
     });
     match result {

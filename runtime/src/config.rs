@@ -149,6 +149,48 @@ pub struct ServerConfig {
     pub max_inflight_requests: usize,
     /// Bearer token that `POST /-/reload` requires; unset, that endpoint answers 403.
     pub admin_token: Option<String>,
+    /// Serve HTTPS instead of plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// A second address, for `/metrics` and `POST /-/reload` (and `/ready`), in plain HTTP;
+    /// set, the main port serves only pushes and `/ready`, so whoever can push cannot read
+    /// every tenant's metrics or reach the admin endpoint.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// TLS on the listener. The files are read again when they change, so a renewed certificate
+/// (cert-manager, a mounted Secret) is used for new connections without a restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server's certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM file with the CA certificates that client certificates must chain to; set, clients
+    /// are asked for a certificate (mTLS), and `tenants.overrides.<t>.client_cert_common_names`
+    /// map a verified certificate to its tenant.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `required` refuses a handshake without a valid client
+    /// certificate; `optional` lets such clients in, to authenticate with a token instead.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// How often the files are checked for changes.
+    #[serde(default = "default_tls_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+/// Whether a client certificate is needed (see [`TlsConfig::client_auth`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    Required,
+    Optional,
+}
+
+fn default_tls_reload_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for ServerConfig {
@@ -167,6 +209,8 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_inflight_requests: 256,
             admin_token: None,
+            tls: None,
+            admin_listen: None,
         }
     }
 }
@@ -209,6 +253,11 @@ pub struct TenantConfig {
     /// Credentials this tenant's pushes must carry.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// Subject common names (CN) of client certificates that are this tenant's credentials
+    /// (with `server.tls.client_ca_file`): a request over a connection with such a verified
+    /// certificate is this tenant's without `X-Scope-OrgID` or a token.
+    #[serde(default)]
+    pub client_cert_common_names: Vec<String>,
     /// Limits that differ from the global `limits` (any subset of its keys).
     #[serde(default)]
     pub limits: Option<serde_yaml_ng::Mapping>,
@@ -907,6 +956,25 @@ impl Config {
             if let Err(e) = self.limits_for_override(t) {
                 errors.push(err(format!("tenants.overrides.{tenant}.limits"), e));
             }
+            if !t.client_cert_common_names.is_empty()
+                && self.server.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none())
+            {
+                errors.push(err(
+                    format!("tenants.overrides.{tenant}.client_cert_common_names"),
+                    "needs server.tls.client_ca_file: without it no client certificate is asked for",
+                ));
+            }
+            if t.client_cert_common_names.iter().any(String::is_empty) {
+                errors.push(err(
+                    format!("tenants.overrides.{tenant}.client_cert_common_names"),
+                    "a name is empty",
+                ));
+            }
+        }
+        if let Some(tls) = &self.server.tls
+            && tls.reload_interval < Duration::from_millis(10)
+        {
+            errors.push(err("server.tls.reload_interval", "must be at least 10ms"));
         }
         if self.reload.watch && self.reload.watch_interval < Duration::from_millis(10) {
             errors.push(err("reload.watch_interval", "must be at least 10ms (or set reload.watch: false)"));

@@ -21,5 +21,6 @@ mod routing;
 mod security;
 mod shutdown;
 mod tenants;
+mod tls;
 mod validate_cmd;
 mod validation;

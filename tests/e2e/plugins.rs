@@ -225,6 +225,7 @@ default_route: {{ sinks: [loki] }}
         config: None,
         args: vec!["--config".into(), config_path.display().to_string()],
         env: vec![("E2E_REDACT_KEY".into(), "e2e secret".into())],
+        ..Default::default()
     })
     .await;
     let ts = now_ns();

@@ -36,7 +36,7 @@ async fn start(path: &Path) -> Sluice {
     Sluice::start_with(Options {
         config: None,
         args: vec!["--config".into(), path.display().to_string()],
-        env: Vec::new(),
+        ..Default::default()
     })
     .await
 }

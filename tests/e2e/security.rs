@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sluice::proto::PushRequest;
 
-use crate::support::push::{entry, proto_body, stream};
+use crate::support::push::{entry, one, proto_body, stream};
 use crate::support::receiver::{Receiver, now_ns};
 use crate::support::sluice::{Options, Sluice, loki_config};
 use crate::support::{DELIVERY, ok_or_logs};
@@ -217,6 +217,34 @@ async fn the_reload_endpoint_needs_the_admin_token() {
     assert_eq!(post(Some("let-me")).await.expect("answers").status().as_u16(), 401);
     let resp = post(Some("let-me-reload")).await.expect("answers");
     assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap_or_default());
+}
+
+/// With `server.admin_listen`, `/metrics` (every tenant's names and volumes) and the reload
+/// endpoint are on that port only: the port clients push to answers 404 for them.
+#[tokio::test]
+async fn the_admin_port_keeps_metrics_and_reload_off_the_push_port() {
+    let loki = Receiver::start();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let extra = format!("server: {{ admin_listen: \"{admin}\", admin_token: adm }}\n");
+    let sluice = Sluice::start(&loki_config(&loki.url(), &extra)).await;
+    let resp = sluice.push_proto(Some("team-a"), &one(r#"{app="x"}"#, vec![entry(now_ns(), "a line")])).await;
+    assert_eq!(resp.status, 204, "{}", resp.body);
+    let (status, body) = sluice.get("/metrics").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("server.admin_listen"), "{body}");
+    let resp = sluice.client.post(sluice.url("/-/reload")).bearer_auth("adm").send().await.expect("answers");
+    assert_eq!(resp.status().as_u16(), 404);
+
+    let on_admin = |path: &str| format!("http://{admin}{path}");
+    let metrics = sluice.client.get(on_admin("/metrics")).send().await.expect("admin port answers");
+    assert_eq!(metrics.status().as_u16(), 200);
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains(r#"sluice_ingest_entries_total{tenant="team-a"}"#), "{text}");
+    let reload = sluice.client.post(on_admin("/-/reload")).bearer_auth("adm").send().await.expect("answers");
+    assert_eq!(reload.status().as_u16(), 200);
+    assert_eq!(sluice.client.get(on_admin("/ready")).send().await.expect("ready").status().as_u16(), 200);
+    let push = sluice.client.post(on_admin("/loki/api/v1/push")).body("{}").send().await.expect("answers");
+    assert_eq!(push.status().as_u16(), 404, "no pushes on the admin port");
 }
 
 /// A reload replaces the tenants' credentials (a revoked token stops working at once), and a

@@ -8,6 +8,7 @@ mod error;
 pub mod serve;
 mod tenant;
 mod throttle;
+pub mod tls;
 pub use tenant::is_valid_tenant_id;
 
 use std::sync::Arc;
@@ -103,15 +104,39 @@ impl Ingest {
     }
 }
 
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// Everything, on one port.
+    All,
+    /// Pushes and `/ready` (the main port when `server.admin_listen` is set).
+    Public,
+    /// `/metrics`, `POST /-/reload` and `/ready` (`server.admin_listen`).
+    Admin,
+}
+
 /// The HTTP routes; tests call this without a socket. Pushes and the admin endpoint count
 /// toward `server.max_inflight_requests`; `/ready` and `/metrics` never wait behind them.
-pub fn app(state: Arc<Ingest>) -> Router {
-    let limited = Router::new()
-        .route("/loki/api/v1/push", post(push))
-        .route("/api/prom/push", post(push))
-        .route("/-/reload", post(reload))
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), limit_inflight));
-    Router::new().route("/ready", get(ready)).route("/metrics", get(metrics)).merge(limited).with_state(state)
+pub fn app(state: Arc<Ingest>, endpoints: Endpoints) -> Router {
+    let limit = || axum::middleware::from_fn_with_state(Arc::clone(&state), limit_inflight);
+    let mut router = Router::new().route("/ready", get(ready));
+    if endpoints != Endpoints::Admin {
+        let pushes = Router::new().route("/loki/api/v1/push", post(push)).route("/api/prom/push", post(push));
+        router = router.merge(pushes.layer(limit()));
+    }
+    if endpoints == Endpoints::Public {
+        router = router.route("/metrics", get(on_admin_port)).route("/-/reload", post(on_admin_port));
+    } else {
+        router = router
+            .route("/metrics", get(metrics))
+            .merge(Router::new().route("/-/reload", post(reload)).layer(limit()));
+    }
+    router.with_state(state)
+}
+
+/// `/metrics` and `/-/reload` on the main port when they are served on `server.admin_listen`.
+async fn on_admin_port() -> Response {
+    (StatusCode::NOT_FOUND, "served on the admin port (server.admin_listen), not this one\n").into_response()
 }
 
 /// Answers 503 when `server.max_inflight_requests` requests are being handled already.
@@ -223,11 +248,13 @@ async fn push(State(s): State<Arc<Ingest>>, request: Request) -> Response {
     let now = Instant::now();
     let authenticated = match peer.map(|ip| s.auth_throttle.check(ip, claimed, now)) {
         Some(Err(wait)) => Err(IngestError::AuthThrottled { wait }),
-        _ => s.tenants.authenticate(&parts.headers).inspect_err(|e| {
-            if let (IngestError::Unauthorized(_), Some(ip)) = (e, peer) {
-                s.auth_throttle.failed(ip, claimed, now);
-            }
-        }),
+        _ => s.tenants.authenticate(&parts.headers, parts.extensions.get::<tls::ClientCert>()).inspect_err(
+            |e| {
+                if let (IngestError::Unauthorized(_), Some(ip)) = (e, peer) {
+                    s.auth_throttle.failed(ip, claimed, now);
+                }
+            },
+        ),
     };
     let (tenant, result) = match authenticated {
         Ok(tenant) => {

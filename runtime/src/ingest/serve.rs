@@ -6,6 +6,9 @@
 //! A connection past the cap gets a 503 with `Retry-After` and is closed at once, so a flood of
 //! idle or trickling clients costs a bounded number of sockets and buffers, and `/ready` and
 //! every other client keep being served.
+//!
+//! With TLS, the handshake runs on the connection's own task within `header_read_timeout`, and
+//! a verified client certificate reaches the handlers as a [`tls::ClientCert`] extension.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::tls::{self, Tls};
+
 /// The address a request came from, in its extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::IpAddr);
@@ -30,12 +35,20 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
 }
 
+/// Plain HTTP, or HTTPS with the TLS files in use.
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Tls(Arc<Tls>),
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for the requests in
 /// progress (the caller bounds that wait).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    transport: Transport,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -65,13 +78,38 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         // Handlers see the client's address (failed-authentication throttling).
-        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(Peer(peer.ip()))));
-        let connection = http.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        let open = open.clone();
+        let app = app.clone().layer(axum::Extension(Peer(peer.ip())));
+        let (http, watcher, open) = (http.clone(), graceful.watcher(), open.clone());
+        let transport = transport.clone();
         open.increment(1.0);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served = match transport {
+                Transport::Plain => {
+                    let service = TowerToHyperService::new(app);
+                    watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
+                }
+                Transport::Tls(tls) => {
+                    let handshake = tls.acceptor().accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                        Ok(Ok(stream)) => {
+                            let cert = tls::client_cert(stream.get_ref().1).unwrap_or_default();
+                            let service = TowerToHyperService::new(app.layer(axum::Extension(cert)));
+                            watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!("sluice_tls_handshake_failures_total").increment(1);
+                            tracing::debug!(peer = %peer, "TLS handshake failed: {e}");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            metrics::counter!("sluice_tls_handshake_failures_total").increment(1);
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("connection ended with an error: {e}");
             }
             open.decrement(1.0);

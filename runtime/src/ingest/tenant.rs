@@ -10,6 +10,7 @@ use http::HeaderMap;
 
 use crate::config::{AckMode, AuthConfig, Config, Limits};
 use crate::ingest::IngestError;
+use crate::ingest::tls::ClientCert;
 
 /// Resolved tenant settings, replaced whole by a reload (a revoked token stops working then),
 /// and what a reload keeps: the tenants' rate buckets, which tenants are active, and which have
@@ -34,8 +35,8 @@ struct Settings {
     known: HashMap<String, Known>,
     max_active: usize,
     idle_after: std::time::Duration,
-    /// The tenants each credential is configured for, by [`credential_digest`]: a request
-    /// without `X-Scope-OrgID` whose credentials are one tenant's is that tenant's.
+    /// The tenants each credential is configured for, by digest: a request without
+    /// `X-Scope-OrgID` whose credentials are one tenant's is that tenant's.
     by_credential: HashMap<[u8; 32], Vec<Arc<str>>>,
 }
 
@@ -49,7 +50,11 @@ struct Active {
 #[derive(Debug)]
 struct Known {
     name: Arc<str>,
-    auth: Option<AuthConfig>,
+    /// Digests of the credentials that are this tenant's (its `auth`, its client certificates'
+    /// names); empty when it needs none.
+    accepted: Vec<[u8; 32]>,
+    /// Whether a client certificate is among them, for the message when none is sent.
+    takes_cert: bool,
     limits: Arc<Limits>,
     ack: Option<AckMode>,
 }
@@ -135,25 +140,24 @@ impl Tenants {
 
 impl Settings {
     fn of(config: &Config) -> Self {
-        let known = config
-            .tenants
-            .overrides
-            .iter()
-            .map(|(name, t)| {
-                let known = Known {
-                    name: name.as_str().into(),
-                    auth: t.auth.clone(),
-                    limits: Arc::new(config.limits_for(name)),
-                    ack: t.ack,
-                };
-                (name.clone(), known)
-            })
-            .collect();
+        let mut known = HashMap::new();
         let mut by_credential: HashMap<[u8; 32], Vec<Arc<str>>> = HashMap::new();
         for (name, t) in &config.tenants.overrides {
-            if let Some(digest) = t.auth.as_ref().and_then(configured_digest) {
-                by_credential.entry(digest).or_default().push(name.as_str().into());
+            let name: Arc<str> = name.as_str().into();
+            let certs = t.client_cert_common_names.iter().map(|cn| digest(CERT, cn.as_bytes()));
+            let accepted: Vec<[u8; 32]> =
+                t.auth.as_ref().and_then(configured_digest).into_iter().chain(certs).collect();
+            for d in &accepted {
+                by_credential.entry(*d).or_default().push(Arc::clone(&name));
             }
+            let entry = Known {
+                name: Arc::clone(&name),
+                accepted,
+                takes_cert: !t.client_cert_common_names.is_empty(),
+                limits: Arc::new(config.limits_for(&name)),
+                ack: t.ack,
+            };
+            known.insert(name.to_string(), entry);
         }
         Self {
             by_credential,
@@ -171,10 +175,15 @@ impl Settings {
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Tenants {
-    /// The tenant of a request, after checking its id and credentials.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Tenant, IngestError> {
+    /// The tenant of a request, after checking its id and credentials: its `Authorization`
+    /// header and the verified client certificate of its connection, if any.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        cert: Option<&ClientCert>,
+    ) -> Result<Tenant, IngestError> {
         let s = self.settings();
-        let name = match headers.get("x-scope-orgid") {
+        let mut name = match headers.get("x-scope-orgid") {
             None => None,
             Some(v) => {
                 let v = v.to_str().map_err(|_| unauthorized("X-Scope-OrgID is not valid text"))?.trim();
@@ -183,27 +192,43 @@ impl Tenants {
             }
         };
         // Whose credentials these are: without `X-Scope-OrgID`, one tenant's credentials make
-        // the request that tenant's; naming a tenant they are not for is refused.
-        let given = given_digest(headers);
-        let owners = given.and_then(|d| s.by_credential.get(&d));
-        let name = match (name, owners) {
-            (None, Some(owners)) if owners.len() == 1 => Some(&*owners[0]),
-            (Some(n), Some(owners)) if !owners.iter().any(|o| **o == *n) => {
-                return Err(unauthorized(format!(
-                    "the credentials in the Authorization header are not valid for tenant `{n}`: they are another tenant's"
-                )));
+        // the request that tenant's; naming a tenant they are not for is refused. A client
+        // certificate and a token of two different tenants are refused too.
+        let from_cert = cert.and_then(|c| c.common_name.as_deref()).map(|cn| digest(CERT, cn.as_bytes()));
+        let given: Vec<[u8; 32]> = from_cert.into_iter().chain(given_digest(headers)).collect();
+        for (i, d) in given.iter().enumerate() {
+            let Some(owners) = s.by_credential.get(d) else { continue };
+            match name {
+                None if owners.len() == 1 => name = Some(&*owners[0]),
+                Some(n) if !owners.iter().any(|o| **o == *n) => {
+                    return Err(unauthorized(if i == 0 && from_cert.is_some() {
+                        format!(
+                            "the client certificate is not valid for tenant `{n}`: it is another tenant's"
+                        )
+                    } else {
+                        format!(
+                            "the credentials in the Authorization header are not valid for tenant `{n}`: they are another tenant's"
+                        )
+                    }));
+                }
+                _ => {}
             }
-            (name, _) => name,
-        };
+        }
         let known = s.known.get(name.unwrap_or(&s.default));
-        let auth = known.and_then(|k| k.auth.as_ref());
-        match auth {
-            Some(auth) => {
+        match known.filter(|k| !k.accepted.is_empty()) {
+            Some(k) if given.iter().any(|g| k.accepted.iter().any(|a| digests_equal(g, a))) => {}
+            Some(k) => {
                 let sent = headers
                     .get(http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| !v.is_empty());
-                check_credentials(auth, given, sent)?
+                return Err(unauthorized(match (sent, k.takes_cert) {
+                    (true, _) => "the credentials in the Authorization header are not valid for this tenant",
+                    (false, false) => "this tenant requires credentials: send an Authorization header",
+                    (false, true) => {
+                        "this tenant requires credentials: connect with its client certificate or send an Authorization header"
+                    }
+                }));
             }
             None if s.require_auth => {
                 return Err(unauthorized(format!(
@@ -262,22 +287,13 @@ fn check_tenant_id(id: &str) -> Result<(), IngestError> {
     Ok(())
 }
 
-/// Whether the request's credentials (their digest, `given`) are `auth`'s; `sent` when its
-/// `Authorization` header is not empty, for the message.
-fn check_credentials(auth: &AuthConfig, given: Option<[u8; 32]>, sent: bool) -> Result<(), IngestError> {
-    let ok = match (given, configured_digest(auth)) {
-        // Digests of equal length, compared without leaking where they differ.
-        (Some(g), Some(c)) => g.iter().zip(&c).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0,
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else if !sent {
-        Err(unauthorized("this tenant requires credentials: send an Authorization header"))
-    } else {
-        Err(unauthorized("the credentials in the Authorization header are not valid for this tenant"))
-    }
+/// Digests of equal length, compared without leaking where they differ.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// What a client certificate's common name is hashed under, apart from tokens and passwords.
+const CERT: &[u8] = b"client-cert-cn";
 
 /// The digest of configured credentials, as [`given_digest`] computes it for a request's.
 fn configured_digest(auth: &AuthConfig) -> Option<[u8; 32]> {
@@ -310,7 +326,7 @@ fn digest(kind: &[u8], secret: &[u8]) -> [u8; 32] {
 /// both are hashed first, and the fixed-size digests compared in constant time.
 pub(crate) fn secrets_equal(given: &[u8], expected: &[u8]) -> bool {
     let (a, b) = (blake3::hash(given), blake3::hash(expected));
-    a.as_bytes().iter().zip(b.as_bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    digests_equal(a.as_bytes(), b.as_bytes())
 }
 
 #[derive(Debug)]
@@ -359,10 +375,13 @@ mod tests {
     #[test]
     fn tenant_from_header_or_default_with_valid_ids_only() {
         let t = tenants("tenants: { default: anon }");
-        assert_eq!(&*t.authenticate(&headers(&[])).expect("default").name, "anon");
-        assert_eq!(&*t.authenticate(&headers(&[("x-scope-orgid", "team-a")])).expect("ok").name, "team-a");
+        assert_eq!(&*t.authenticate(&headers(&[]), None).expect("default").name, "anon");
+        assert_eq!(
+            &*t.authenticate(&headers(&[("x-scope-orgid", "team-a")]), None).expect("ok").name,
+            "team-a"
+        );
         for bad in ["..", "a/b", "a b", &"x".repeat(151)] {
-            let e = t.authenticate(&headers(&[("x-scope-orgid", bad)])).expect_err(bad);
+            let e = t.authenticate(&headers(&[("x-scope-orgid", bad)]), None).expect_err(bad);
             assert_eq!(e.status(), http::StatusCode::UNAUTHORIZED);
             assert!(e.to_string().contains("invalid tenant id"), "{e}");
         }
@@ -378,26 +397,29 @@ mod tests {
             if let Some(v) = auth {
                 h.insert("authorization", HeaderValue::from_str(v).expect("header"));
             }
-            t.authenticate(&h)
+            t.authenticate(&h, None)
         };
         assert!(a(Some("Bearer tok")).is_ok());
         assert!(a(Some("Bearer nope")).expect_err("wrong").to_string().contains("not valid"));
         assert!(a(None).expect_err("missing").to_string().contains("requires credentials"));
         let basic = base64::engine::general_purpose::STANDARD.encode("u:p");
         let h = headers(&[("x-scope-orgid", "b"), ("authorization", &format!("Basic {basic}"))]);
-        assert!(t.authenticate(&h).is_ok());
-        assert!(t.authenticate(&headers(&[("x-scope-orgid", "open")])).is_ok(), "unlisted tenants are open");
+        assert!(t.authenticate(&h, None).is_ok());
+        assert!(
+            t.authenticate(&headers(&[("x-scope-orgid", "open")]), None).is_ok(),
+            "unlisted tenants are open"
+        );
 
         let strict =
             tenants("tenants: { require_auth: true, overrides: { a: { auth: { bearer_token: tok } } } }");
-        let e = strict.authenticate(&headers(&[("x-scope-orgid", "open")])).expect_err("not listed");
+        let e = strict.authenticate(&headers(&[("x-scope-orgid", "open")]), None).expect_err("not listed");
         assert!(e.to_string().contains("require_auth"), "{e}");
     }
 
     #[test]
     fn tenants_without_an_entry_are_bounded_and_forgotten_when_idle() {
         let t = tenants("tenants: { max_active: 2, idle_after: 1m, overrides: { known: {} } }");
-        let tenant = |name: &str| t.authenticate(&headers(&[("x-scope-orgid", name)])).expect("valid");
+        let tenant = |name: &str| t.authenticate(&headers(&[("x-scope-orgid", name)]), None).expect("valid");
         let start = Instant::now();
         let at = |s: u64| start + std::time::Duration::from_secs(s);
         assert!(t.admit_at(&tenant("a"), at(0)).is_ok());
@@ -425,8 +447,9 @@ mod tests {
             "tenants: { overrides: { a: { auth: { bearer_token: tok-a } }, b: { auth: { username: u, password: p } }, \
              s1: { auth: { bearer_token: shared } }, s2: { auth: { bearer_token: shared } } } }",
         );
-        let name =
-            |pairs: &[(&'static str, &str)]| t.authenticate(&headers(pairs)).map(|t| t.name.to_string());
+        let name = |pairs: &[(&'static str, &str)]| {
+            t.authenticate(&headers(pairs), None).map(|t| t.name.to_string())
+        };
         let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("u:p"));
         assert_eq!(name(&[("authorization", "Bearer tok-a")]).expect("a's token"), "a", "no header needed");
         assert_eq!(name(&[("authorization", &basic)]).expect("b's user"), "b");
@@ -448,6 +471,37 @@ mod tests {
     }
 
     #[test]
+    fn a_client_certificate_names_its_tenant_and_cannot_reach_another() {
+        let t = tenants(
+            "tenants: { require_auth: true, overrides: { billing: { client_cert_common_names: [billing-alloy] }, \
+             both: { auth: { bearer_token: tok }, client_cert_common_names: [both-cn] } } }",
+        );
+        let cert = |cn: Option<&str>| ClientCert { common_name: cn.map(str::to_string) };
+        let name = |pairs: &[(&'static str, &str)], c: Option<ClientCert>| {
+            t.authenticate(&headers(pairs), c.as_ref()).map(|t| t.name.to_string())
+        };
+        assert_eq!(name(&[], Some(cert(Some("billing-alloy")))).expect("the cert's tenant"), "billing");
+        assert_eq!(
+            name(&[("x-scope-orgid", "billing")], Some(cert(Some("billing-alloy")))).expect("named"),
+            "billing"
+        );
+        let e = name(&[("x-scope-orgid", "both")], Some(cert(Some("billing-alloy")))).expect_err("another's");
+        assert!(e.to_string().contains("client certificate is not valid for tenant `both`"), "{e}");
+        let e = name(&[("x-scope-orgid", "billing")], None).expect_err("no certificate");
+        assert!(e.to_string().contains("connect with its client certificate"), "{e}");
+        for other in [cert(Some("someone-else")), cert(None)] {
+            assert!(name(&[("x-scope-orgid", "billing")], Some(other)).is_err());
+        }
+        // Either credential of a tenant with both will do; a certificate and a token of two
+        // tenants are refused.
+        assert_eq!(name(&[("authorization", "Bearer tok")], None).expect("token"), "both");
+        assert_eq!(name(&[], Some(cert(Some("both-cn")))).expect("certificate"), "both");
+        let e =
+            name(&[("authorization", "Bearer tok")], Some(cert(Some("billing-alloy")))).expect_err("mixed");
+        assert!(e.to_string().contains("Authorization header are not valid for tenant `billing`"), "{e}");
+    }
+
+    #[test]
     fn token_bucket_refills_at_the_rate() {
         let start = Instant::now();
         let mut b = Bucket { tokens: 100.0, at: start };
@@ -460,11 +514,11 @@ mod tests {
     #[test]
     fn rate_limit_uses_tenant_limits() {
         let t = tenants("tenants: { overrides: { slow: { limits: { ingestion_rate: 1KB } } } }");
-        let slow = t.authenticate(&headers(&[("x-scope-orgid", "slow")])).expect("ok");
+        let slow = t.authenticate(&headers(&[("x-scope-orgid", "slow")]), None).expect("ok");
         assert!(t.admit_rate(&slow, 900).is_ok());
         let e = t.admit_rate(&slow, 900).expect_err("over the burst");
         assert_eq!(e.status(), http::StatusCode::TOO_MANY_REQUESTS);
-        let fast = t.authenticate(&headers(&[("x-scope-orgid", "fast")])).expect("ok");
+        let fast = t.authenticate(&headers(&[("x-scope-orgid", "fast")]), None).expect("ok");
         assert!(t.admit_rate(&fast, 1 << 30).is_ok(), "limit off by default");
     }
 }

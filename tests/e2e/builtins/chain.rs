@@ -30,7 +30,7 @@ async fn run_chain(run: &str) {
         ("SLUICE_HASH_KEY".to_string(), "e2e chain key".to_string()),
         ("SLUICE_PLUGIN_RUN".to_string(), run.to_string()),
     ];
-    let sluice = Sluice::start_with(Options { config: None, args, env }).await;
+    let sluice = Sluice::start_with(Options { config: None, args, env, ..Default::default() }).await;
     let mut generator = Generator::new(7, now_ns() - 600_000_000_000, GenConfig::default());
     let pushes: Vec<Push> = (0..12).map(|_| generator.next_push()).collect();
     let workload = generator.workload();

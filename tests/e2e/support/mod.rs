@@ -1,6 +1,7 @@
 //! The harness: a faithful test Loki ([`receiver`]), the real sluice binary ([`sluice`]), push
 //! helpers ([`push`]), the test plugins ([`plugins`]), and an S3 server ([`s3`]).
 
+pub mod certs;
 pub mod plugins;
 pub mod push;
 pub mod receiver;

@@ -73,11 +73,11 @@ pub fn ndjson_lines(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The value of the metric sample whose line starts with `name{` and contains every label in
-/// `labels` (`key="value"`); `None` if there is none.
+/// The value of the metric sample whose line starts with `name{` (or is `name value`, without
+/// labels) and contains every label in `labels` (`key="value"`); `None` if there is none.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())

@@ -26,6 +26,25 @@ pub struct Options {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Talk HTTPS to a sluice with `server.tls`, with this client (see [`tls_client`]).
+    pub tls: Option<reqwest::Client>,
+}
+
+/// A client that trusts the CA in `ca_pem` and, given `identity_pem` (a certificate and its
+/// key), presents that client certificate.
+pub fn tls_client(ca_pem: &str, identity_pem: Option<&str>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .pool_idle_timeout(Duration::from_secs(5))
+        .no_proxy()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA certificate"));
+    if let Some(identity) = identity_pem {
+        builder =
+            builder.identity(reqwest::Identity::from_pem(identity.as_bytes()).expect("client identity"));
+    }
+    builder.build().expect("client")
 }
 
 /// A running sluice.
@@ -36,6 +55,8 @@ pub struct Sluice {
     pub client: reqwest::Client,
     /// `--data-dir`, when not `data/` in `dir`.
     data_dir: Option<PathBuf>,
+    /// `https` with `server.tls`, else `http`.
+    scheme: &'static str,
 }
 
 impl std::fmt::Debug for Sluice {
@@ -90,13 +111,17 @@ impl Sluice {
             let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
             // Idle connections are let go before sluice's header_read_timeout closes them, so a
             // test that waits does not reuse a connection that is being closed.
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .pool_idle_timeout(Duration::from_secs(5))
-                .no_proxy()
-                .build()
-                .expect("client");
-            let mut s = Self { child: Some(child), addr, dir, client, data_dir: data_dir.clone() };
+            let client = match &options.tls {
+                Some(client) => client.clone(),
+                None => reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .pool_idle_timeout(Duration::from_secs(5))
+                    .no_proxy()
+                    .build()
+                    .expect("client"),
+            };
+            let scheme = if options.tls.is_some() { "https" } else { "http" };
+            let mut s = Self { child: Some(child), addr, dir, client, data_dir: data_dir.clone(), scheme };
             match s.wait_ready().await {
                 Ok(()) => return s,
                 Err(e) => {
@@ -142,9 +167,9 @@ impl Sluice {
         }
     }
 
-    /// `http://127.0.0.1:PORT` + `path`.
+    /// `http://127.0.0.1:PORT` (`https` with TLS) + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// The push endpoint.
