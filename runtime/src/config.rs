@@ -171,20 +171,19 @@ pub struct TlsConfig {
     /// map a verified certificate to its tenant.
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
-    /// With `client_ca_file`: `required` refuses a handshake without a valid client
-    /// certificate; `optional` lets such clients in, to authenticate with a token instead.
+    /// With `client_ca_file`: `required` (the default) refuses a handshake without a valid
+    /// client certificate; `optional` lets such clients in, to authenticate with a token instead.
     #[serde(default)]
-    pub client_auth: ClientAuth,
+    pub client_auth: Option<ClientAuth>,
     /// How often the files are checked for changes.
     #[serde(default = "default_tls_reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
 }
 
 /// Whether a client certificate is needed (see [`TlsConfig::client_auth`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
-    #[default]
     Required,
     Optional,
 }
@@ -971,10 +970,17 @@ impl Config {
                 ));
             }
         }
-        if let Some(tls) = &self.server.tls
-            && tls.reload_interval < Duration::from_millis(10)
-        {
-            errors.push(err("server.tls.reload_interval", "must be at least 10ms"));
+        if let Some(tls) = &self.server.tls {
+            if tls.reload_interval < Duration::from_millis(10) {
+                errors.push(err("server.tls.reload_interval", "must be at least 10ms"));
+            }
+            // Written without a CA, `required` would read as a promise that nothing keeps.
+            if tls.client_auth.is_some() && tls.client_ca_file.is_none() {
+                errors.push(err(
+                    "server.tls.client_auth",
+                    "has no effect without client_ca_file: no client certificate is asked for",
+                ));
+            }
         }
         if self.reload.watch && self.reload.watch_interval < Duration::from_millis(10) {
             errors.push(err("reload.watch_interval", "must be at least 10ms (or set reload.watch: false)"));
@@ -1598,7 +1604,8 @@ routes:
 default_route: { sinks: [nope] }
 tenants:
   overrides:
-    t: { limits: { max_line_size: "huge" }, auth: { bearer_token: x, username: y } }
+    t: { limits: { max_line_size: "huge" }, auth: { bearer_token: x, username: y }, client_cert_common_names: [t] }
+server: { tls: { cert_file: c, key_file: k, client_auth: required, reload_interval: 1ms } }
 "#;
         let cfg = Config::parse(text, env).expect("parses");
         let errors = cfg
@@ -1615,6 +1622,9 @@ tenants:
             "default_route.sinks",
             "tenants.overrides.t.limits",
             "tenants.overrides.t.auth",
+            "tenants.overrides.t.client_cert_common_names",
+            "server.tls.client_auth",
+            "server.tls.reload_interval",
         ] {
             assert!(locations.contains(&expected), "missing {expected} in {locations:?}");
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::certs::{Ca, Issued};
 use crate::support::push::{self, entry, one, proto_body};
 use crate::support::receiver::{Receiver, now_ns};
-use crate::support::sluice::{Options, Sluice, loki_config, run_to_end, tls_client};
+use crate::support::sluice::{Options, Sluice, loki_config, run_to_end, tls_client, validate};
 use crate::support::{DELIVERY, ok_or_logs};
 
 /// Writes the server's certificate and key (and the client CA) into `dir`; returns the YAML of
@@ -194,4 +194,7 @@ async fn required_client_certificates_and_unusable_files() {
     let out = run_to_end(&["run", "--config", &config, "--listen", "127.0.0.1:0"], certs.path());
     assert_ne!(out.code, Some(0));
     assert!(out.stderr.contains("client-ca.crt"), "the missing file is named: {out:?}");
+    let (out, _dir) = validate(&loki_config(&loki.url(), &tls));
+    assert_ne!(out.code, Some(0), "validate reads the TLS files too");
+    assert!(out.stderr.contains("server.tls") && out.stderr.contains("client-ca.crt"), "{out:?}");
 }

@@ -80,7 +80,7 @@ pub fn load(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
                 })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = match config.client_auth {
+            let verifier = match config.client_auth.unwrap_or(ClientAuth::Required) {
                 ClientAuth::Required => verifier,
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
             };
