@@ -10,6 +10,7 @@ mod builtins;
 mod clients;
 mod default_config;
 mod durability;
+mod faults;
 mod ingest;
 mod metrics;
 mod plugin_cli;

@@ -287,6 +287,7 @@ fn prepare(args: &ReplayArgs) -> Result<Prepared, String> {
     }
     let mut ctx = crate::sink::loki::context("replay", &config).map_err(|e| format!("--to-loki: {e}"))?;
     ctx.log_drops = false;
+    ctx.retry_refusals = false;
 
     let checkpoint_path = args.checkpoint.clone().unwrap_or_else(|| job.default_path());
     let batch_size = args.batch_size.as_u64().max(1);

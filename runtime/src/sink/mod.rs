@@ -4,6 +4,7 @@
 //! closed) flushes everything it holds before it returns.
 
 pub mod archive;
+pub mod dead_letter;
 pub mod loki;
 
 use std::collections::HashMap;
@@ -59,7 +60,16 @@ pub async fn spawn(
     let start_err = |message: String| SinkError::Start { name: name.to_string(), message };
     let task = match config {
         SinkConfig::Loki(c) => {
-            let sink = loki::LokiSink::new(name, c).map_err(start_err)?;
+            let dead_letter = match c.retry.max_attempts {
+                0 => None,
+                _ => Some(dead_letter::DeadLetter::open(data_dir, name).map_err(|e| {
+                    start_err(format!(
+                        "cannot open its dead-letter directory under {}: {e}",
+                        data_dir.display()
+                    ))
+                })?),
+            };
+            let sink = loki::LokiSink::new(name, c, dead_letter).map_err(start_err)?;
             tokio::spawn(sink.run(rx))
         }
         SinkConfig::Archive(c) => {

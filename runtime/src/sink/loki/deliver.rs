@@ -10,9 +10,11 @@
 //! it per batch. Past that bound the remaining refused parts are dropped whole: against real
 //! Loki their valid entries were stored by the 400 already, so only the counting is coarser.
 //!
-//! Any other refusal (401, 403, 404, …) or exhausted retries drop the rest of the batch at
-//! once: the next request would meet the same fate. A batch's drops are logged once, at warn,
-//! with the first message Loki gave.
+//! Every other answer is retried (see `retry`). When `max_attempts` runs out, the rest of the
+//! batch — the next request would meet the same fate — is set aside in the sink's
+//! [`DeadLetter`] directory, and only then are its log records confirmed; without one (`sluice
+//! replay`, which stops resumably instead) it is dropped as `retries_exhausted`. A batch's drops
+//! are logged once, at warn, with the first message Loki gave.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -26,6 +28,7 @@ use super::retry::{self, RETRIES_EXHAUSTED, Verdict};
 use crate::config::RetryConfig;
 use crate::model::{AckFailureKind, Stream};
 use crate::sink::Pending;
+use crate::sink::dead_letter::DeadLetter;
 
 /// Most extra requests spent isolating refused entries of one batch.
 pub const SPLIT_REQUEST_LIMIT: usize = 128;
@@ -46,6 +49,11 @@ pub struct Context {
     /// Log a batch's drops at warn. `sluice replay` turns it off: it reports drops itself, once,
     /// in its summary, rather than once per batch.
     pub log_drops: bool,
+    /// Where batches go when `retry.max_attempts` runs out (the sink's, when it has a limit).
+    pub dead_letter: Option<Arc<DeadLetter>>,
+    /// Retry 401, 403, 404, 3xx and other unexpected answers (the sink). `sluice replay` stops
+    /// at the first instead, to explain it: an operator is watching, and it resumes.
+    pub retry_refusals: bool,
 }
 
 /// What became of one batch.
@@ -59,8 +67,12 @@ pub struct Outcome {
     pub message: Option<String>,
     /// HTTP requests made, retries included.
     pub requests: usize,
+    /// Entries set aside in the dead-letter directory.
+    pub dead_lettered: usize,
     /// Whether this batch's first retry was logged (once per batch, at warn).
     retry_logged: bool,
+    /// What ran out of attempts, for the dead-letter directory.
+    gave_up: Vec<Stream>,
 }
 
 impl Outcome {
@@ -91,9 +103,10 @@ enum Sent {
         reason: &'static str,
         message: String,
     },
-    /// Refused for good; the rest of the batch would be too.
-    Drop {
-        reason: String,
+    /// Out of attempts (or refused, without `retry_refusals`); the rest of the batch would be
+    /// too. `reason` names why.
+    GaveUp {
+        reason: &'static str,
         message: String,
     },
 }
@@ -119,7 +132,27 @@ pub async fn deliver(ctx: &Context, encoder: &mut Encoder, pending: Pending) -> 
         }
     }
     drop(charges);
-    Pending::settle_marks(marks);
+    let set_aside = match (&ctx.dead_letter, outcome.gave_up.is_empty()) {
+        (Some(dead_letter), false) => set_aside(ctx, dead_letter, &batch.tenant, &mut outcome).await,
+        _ => true,
+    };
+    if set_aside {
+        Pending::settle_marks(marks);
+    } else {
+        // Unsettled, the records stay in the log and are delivered after a restart.
+        drop(marks);
+    }
+    if !acks.is_empty() && outcome.dead_lettered > 0 {
+        let message = format!(
+            "sink `{}` set {} entries aside in its dead-letter directory after retry.max_attempts: {}",
+            ctx.name,
+            outcome.dead_lettered,
+            outcome.message.as_deref().unwrap_or("")
+        );
+        for ack in &acks {
+            ack.fail_with(AckFailureKind::Unavailable, message.clone());
+        }
+    }
     if !acks.is_empty() && !outcome.dropped.is_empty() {
         // `on_delivery` pushes learn what became of their lines: a refusal is the client's to
         // fix (400), anything else may pass if it tries again (503).
@@ -196,9 +229,14 @@ async fn deliver_streams(
                     outcome.drop(reason, entries, Some(message));
                 }
             }
-            Sent::Drop { reason, message } => {
-                let rest = entries + parts.iter().map(|p| entry_count(p)).sum::<usize>();
-                outcome.drop(&reason, rest, Some(message));
+            Sent::GaveUp { reason, message } => {
+                if ctx.dead_letter.is_some() {
+                    outcome.gave_up = std::iter::once(part).chain(parts).flatten().collect();
+                    outcome.message.get_or_insert(message);
+                } else {
+                    let rest = entries + parts.iter().map(|p| entry_count(p)).sum::<usize>();
+                    outcome.drop(reason, rest, Some(message));
+                }
                 return;
             }
         }
@@ -235,22 +273,67 @@ async fn send(ctx: &Context, tenant: &HeaderValue, body: Bytes, outcome: &mut Ou
                 return Sent::Delivered;
             }
             Verdict::Split { reason } => return Sent::Split { reason, message },
-            Verdict::Drop { reason } => return Sent::Drop { reason, message },
             Verdict::Retry { reason, retry_after } => {
+                if !ctx.retry_refusals && retry::needs_an_operator(reason) {
+                    return Sent::GaveUp { reason, message };
+                }
                 if ctx.retry.max_attempts != 0 && attempt >= ctx.retry.max_attempts {
-                    return Sent::Drop { reason: RETRIES_EXHAUSTED.into(), message };
+                    return Sent::GaveUp { reason: RETRIES_EXHAUSTED, message };
                 }
                 metrics::counter!("sluice_sink_retries_total", "sink" => Arc::clone(&ctx.name), "reason" => reason)
                     .increment(1);
                 let wait = retry::delay(attempt, &ctx.retry, retry_after);
-                if outcome.retry_logged {
+                let tenant = tenant.to_str().unwrap_or("?");
+                if retry::needs_an_operator(reason) {
+                    // Not going to pass by itself: say so every time, at error.
+                    tracing::error!(
+                        sink = %ctx.name, tenant, attempt, ?wait, %message, url = %ctx.url,
+                        "Loki (or what stands in front of it) refused the push ({reason}): check the sink's url and auth; retrying, nothing is dropped"
+                    );
+                } else if outcome.retry_logged {
                     tracing::debug!(sink = %ctx.name, attempt, ?wait, %message, "retrying a push to Loki");
                 } else {
                     outcome.retry_logged = true;
-                    tracing::warn!(sink = %ctx.name, tenant = tenant.to_str().unwrap_or("?"), ?wait, %message, "push to Loki failed; retrying");
+                    tracing::warn!(sink = %ctx.name, tenant, ?wait, %message, "push to Loki failed; retrying");
                 }
                 tokio::time::sleep(wait).await;
             }
+        }
+    }
+}
+
+/// Writes what ran out of attempts into the dead-letter directory; false if it could not be
+/// written (then the log keeps its records).
+async fn set_aside(
+    ctx: &Context,
+    dead_letter: &Arc<DeadLetter>,
+    tenant: &Arc<str>,
+    outcome: &mut Outcome,
+) -> bool {
+    let streams = std::mem::take(&mut outcome.gave_up);
+    let entries = entry_count(&streams);
+    let (dl, tenant) = (Arc::clone(dead_letter), Arc::clone(tenant));
+    let written = tokio::task::spawn_blocking(move || dl.put(&tenant, streams)).await;
+    let dir = dead_letter.dir().display();
+    match written {
+        Ok(Ok(_)) => {
+            outcome.dead_lettered = entries;
+            metrics::counter!("sluice_sink_dead_lettered_entries_total", "sink" => Arc::clone(&ctx.name))
+                .increment(entries as u64);
+            tracing::error!(
+                sink = %ctx.name, entries, max_attempts = ctx.retry.max_attempts,
+                message = outcome.message.as_deref().unwrap_or(""),
+                "set aside in {dir} after retry.max_attempts; send them again with `sluice replay --from {dir} --to-loki <url>`"
+            );
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(sink = %ctx.name, entries, "cannot write to the dead-letter directory {dir}: {e}; the entries stay in the write-ahead log");
+            false
+        }
+        Err(e) => {
+            tracing::error!(sink = %ctx.name, entries, "writing to the dead-letter directory {dir} failed: {e}; the entries stay in the write-ahead log");
+            false
         }
     }
 }

@@ -29,12 +29,13 @@
 //! **The HTTP client** is built once: `timeout` per request, pooled keep-alive connections, no
 //! proxy taken from `HTTP(S)_PROXY` environment variables (the same config reaches the same Loki
 //! wherever it runs; a proxy in front of Loki is addressed by `url` and `headers`), and no
-//! redirects followed (a 301/302 would turn the POST into a bodiless GET): a 3xx drops the
-//! batch with a reason naming the status, so point `url` at the final address.
+//! redirects followed (a 301/302 would turn the POST into a bodiless GET): a 3xx is retried and
+//! logged at error, like a 401 or a 404, so point `url` at the final address.
 //!
 //! **Metrics**, all labelled `sink`: `sluice_sink_requests_total{status}` (HTTP code or
 //! `error`), `sluice_sink_sent_entries_total`, `sluice_sink_sent_bytes_total` (compressed bodies of accepted requests),
 //! `sluice_sink_retries_total{reason}`, `sluice_sink_dropped_entries_total{reason}`,
+//! `sluice_sink_dead_lettered_entries_total`,
 //! `sluice_sink_request_duration_seconds`, `sluice_sink_inflight_requests`. Nothing is logged
 //! per entry above debug; drops are logged once per batch.
 
@@ -55,6 +56,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{AuthConfig, LokiSinkConfig};
+use crate::sink::dead_letter::DeadLetter;
 use crate::sink::{Batcher, Pending, SinkInput};
 use deliver::Context;
 use encode::Encoder;
@@ -68,9 +70,11 @@ pub struct LokiSink {
 }
 
 impl LokiSink {
-    /// Checks the configuration and builds the HTTP client; sends nothing yet.
-    pub fn new(name: &str, config: &LokiSinkConfig) -> Result<Self, String> {
-        let ctx = context(name, config)?;
+    /// Checks the configuration and builds the HTTP client; sends nothing yet. With a
+    /// `retry.max_attempts` limit, what runs out of attempts goes to `dead_letter`.
+    pub fn new(name: &str, config: &LokiSinkConfig, dead_letter: Option<DeadLetter>) -> Result<Self, String> {
+        let mut ctx = context(name, config)?;
+        ctx.dead_letter = dead_letter.map(Arc::new);
         let max_bytes = usize::try_from(config.batch_size.as_u64()).unwrap_or(usize::MAX);
         Ok(Self {
             ctx: Arc::new(ctx),
@@ -176,7 +180,16 @@ pub(crate) fn context(name: &str, config: &LokiSinkConfig) -> Result<Context, St
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let mut retry = config.retry.clone();
     retry.min_backoff = retry.min_backoff.min(retry.max_backoff);
-    Ok(Context { name: Arc::from(name), client, url, tenant, retry, log_drops: true })
+    Ok(Context {
+        name: Arc::from(name),
+        client,
+        url,
+        tenant,
+        retry,
+        log_drops: true,
+        dead_letter: None,
+        retry_refusals: true,
+    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

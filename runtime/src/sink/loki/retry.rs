@@ -1,10 +1,13 @@
 //! What to do with Loki's answer, and how long to wait before trying again.
 //!
 //! - 2xx: delivered.
-//! - 429, 5xx, network errors and timeouts: retried (like Promtail and Alloy do).
-//! - 400 and 413: the request is split to isolate what Loki refuses (see `deliver`).
-//! - Any other status (401, 403, 404, 3xx, …): not retried; the batch is dropped with a reason
-//!   named after the status (`unauthorized`, `forbidden`, `not_found`, … or `http_<code>`).
+//! - 400 and 413: the request is split to isolate what Loki refuses (see `deliver`): only
+//!   these two say something about the lines.
+//! - Everything else is retried: 429, 5xx, network errors and timeouts (as Promtail and Alloy
+//!   do), and 401, 403, 404, 408, 3xx and any other answer — a rotated token, a deploy that
+//!   briefly routes to a 404, a wrong path — which are the configuration's or the moment's, not
+//!   the lines'. Dropping them would delete lines that were answered 204 "on disk". Until
+//!   `max_attempts` runs out; then the batch is set aside (see `deliver`), never dropped.
 //!
 //! Backoff is exponential with full jitter: before retry `n` the wait is uniform in
 //! `[min_backoff, min(max_backoff, min_backoff · 2^(n-1))]`. Classic full jitter starts at 0; we
@@ -30,8 +33,6 @@ pub enum Verdict {
     Retry { reason: &'static str, retry_after: Option<Duration> },
     /// Loki refused part of the request; halve it to find out which part.
     Split { reason: &'static str },
-    /// Give up on the request (and the rest of its batch), with this drop reason.
-    Drop { reason: String },
 }
 
 /// Drop reason for entries Loki rejected with 400.
@@ -41,31 +42,27 @@ pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
 
 /// Classifies a response status; `retry_after` is the parsed header, if any.
 pub fn classify(status: StatusCode, retry_after: Option<Duration>) -> Verdict {
+    let retry = |reason| Verdict::Retry { reason, retry_after: None };
     match status.as_u16() {
         200..=299 => Verdict::Delivered,
-        429 => Verdict::Retry { reason: "rate_limited", retry_after },
-        503 => Verdict::Retry { reason: "server_error", retry_after },
-        500..=599 => Verdict::Retry { reason: "server_error", retry_after: None },
         400 => Verdict::Split { reason: REJECTED },
         413 => Verdict::Split { reason: "payload_too_large" },
-        _ => Verdict::Drop { reason: status_reason(status) },
+        429 => Verdict::Retry { reason: "rate_limited", retry_after },
+        503 => Verdict::Retry { reason: "server_error", retry_after },
+        500..=599 => retry("server_error"),
+        401 => retry("unauthorized"),
+        403 => retry("forbidden"),
+        404 => retry("not_found"),
+        408 => retry("request_timeout"),
+        300..=399 => retry("redirect"),
+        _ => retry("unexpected_status"),
     }
 }
 
-/// A metric-friendly name for a status: `unauthorized`, `not_found`, … or `http_<code>`.
-pub fn status_reason(status: StatusCode) -> String {
-    match status.canonical_reason() {
-        Some(r) => r
-            .chars()
-            .filter_map(|c| match c {
-                'A'..='Z' => Some(c.to_ascii_lowercase()),
-                ' ' | '-' => Some('_'),
-                c if c.is_ascii_alphanumeric() => Some(c),
-                _ => None,
-            })
-            .collect(),
-        None => format!("http_{}", status.as_u16()),
-    }
+/// Whether a retry `reason` means the sink's configuration, or what stands in front of Loki, is
+/// wrong (logged at error, with a hint) rather than Loki being busy or down.
+pub fn needs_an_operator(reason: &str) -> bool {
+    matches!(reason, "unauthorized" | "forbidden" | "not_found" | "redirect" | "unexpected_status")
 }
 
 /// Exponential backoff with full jitter before retry number `retry` (1 = the first retry).
@@ -237,13 +234,20 @@ mod tests {
             classify(StatusCode::PAYLOAD_TOO_LARGE, None),
             Verdict::Split { reason: "payload_too_large" }
         );
-        assert_eq!(classify(StatusCode::UNAUTHORIZED, None), Verdict::Drop { reason: "unauthorized".into() });
-        assert_eq!(classify(StatusCode::NOT_FOUND, None), Verdict::Drop { reason: "not_found".into() });
-        assert_eq!(
-            classify(StatusCode::MOVED_PERMANENTLY, None),
-            Verdict::Drop { reason: "moved_permanently".into() }
-        );
-        let odd = StatusCode::from_u16(499).expect("valid code");
-        assert_eq!(classify(odd, None), Verdict::Drop { reason: "http_499".into() });
+        // Answers about the configuration or the moment, not the lines: retried, never dropped.
+        for (code, reason) in [
+            (401, "unauthorized"),
+            (403, "forbidden"),
+            (404, "not_found"),
+            (408, "request_timeout"),
+            (301, "redirect"),
+            (307, "redirect"),
+            (499, "unexpected_status"),
+            (101, "unexpected_status"),
+        ] {
+            let status = StatusCode::from_u16(code).expect("valid code");
+            assert_eq!(classify(status, ra), Verdict::Retry { reason, retry_after: None }, "{code}");
+        }
+        assert!(needs_an_operator("unauthorized") && !needs_an_operator("rate_limited"));
     }
 }

@@ -235,7 +235,12 @@ fn input(budget: &Arc<Budget>, tenant: &str, streams: &[(&str, &[&str])]) -> Sin
 
 /// Runs the sink over `inputs` until it has flushed and stopped.
 async fn run_sink(config: &LokiSinkConfig, inputs: Vec<SinkInput>) {
-    let sink = LokiSink::new(SINK, config).expect("sink starts");
+    run_sink_with(config, inputs, None).await;
+}
+
+/// [`run_sink`] with a dead-letter directory.
+async fn run_sink_with(config: &LokiSinkConfig, inputs: Vec<SinkInput>, dead_letter: Option<DeadLetter>) {
+    let sink = LokiSink::new(SINK, config, dead_letter).expect("sink starts");
     let (tx, rx) = mpsc::unbounded_channel();
     for i in inputs {
         tx.send(i).expect("sink is listening");
@@ -326,36 +331,79 @@ fn too_large_requests_are_split_until_they_fit() {
 }
 
 #[test]
-fn exhausted_retries_drop_the_batch_and_release_the_budget() {
+fn exhausted_retries_set_the_batch_aside_and_release_the_budget() {
     run_test(|m| async move {
         let (loki, addr) = FakeLoki::start().await;
         *lock(&loki.always) = Some(500);
         let mut config = config(addr);
         config.retry.max_attempts = 3;
+        let data = tempfile::tempdir().expect("tempdir");
+        let dead_letter = DeadLetter::open(data.path(), SINK).expect("dead-letter dir");
+        let dir = dead_letter.dir().to_path_buf();
         let budget = Budget::new(1000, 1 << 20);
         let inputs =
             vec![input(&budget, "t", &[("a", &["1", "2"])]), input(&budget, "t", &[("b", &["3", "4"])])];
-        run_sink(&config, inputs).await;
+        run_sink_with(&config, inputs, Some(dead_letter)).await;
 
         assert_eq!(loki.requests(), 3, "max_attempts counts every attempt");
         assert_eq!(m.counter("sluice_sink_requests_total", &[("status", "500")]), 3);
         assert_eq!(m.counter("sluice_sink_retries_total", &[("reason", "server_error")]), 2);
-        assert_eq!(m.counter("sluice_sink_dropped_entries_total", &[("reason", "retries_exhausted")]), 4);
-        assert_eq!(m.counter("sluice_sink_sent_entries_total", &[]), 0);
+        assert_eq!(m.counter("sluice_sink_dead_lettered_entries_total", &[]), 4);
+        assert_eq!(m.counter("sluice_sink_dropped_entries_total", &[("reason", "retries_exhausted")]), 0);
         assert_eq!((budget.entries(), budget.bytes()), (0, 0));
+        let mut lines = archived_lines(&dir);
+        lines.sort();
+        assert_eq!(lines, ["1", "2", "3", "4"], "every entry is in the dead-letter directory");
+    });
+}
+
+/// The `line` of every record in the `.ndjson.zst` objects under `dir`.
+fn archived_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("list").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            lines.extend(archived_lines(&path));
+        } else {
+            let text = zstd::decode_all(&std::fs::read(&path).expect("read")[..]).expect("zstd");
+            for line in String::from_utf8(text).expect("utf-8").lines() {
+                let record: serde_json::Value = serde_json::from_str(line).expect("a record");
+                lines.push(record["line"].as_str().expect("a line").to_string());
+            }
+        }
+    }
+    lines
+}
+
+#[test]
+fn without_a_dead_letter_directory_exhausted_retries_are_dropped() {
+    // `sluice replay`: it stops and resumes instead.
+    run_test(|m| async move {
+        let (loki, addr) = FakeLoki::start().await;
+        *lock(&loki.always) = Some(500);
+        let mut config = config(addr);
+        config.retry.max_attempts = 2;
+        let budget = Budget::new(1000, 1 << 20);
+        run_sink(&config, vec![input(&budget, "t", &[("a", &["1", "2"])])]).await;
+        assert_eq!(m.counter("sluice_sink_dropped_entries_total", &[("reason", "retries_exhausted")]), 2);
     });
 }
 
 #[test]
-fn unauthorized_drops_the_batch_without_retrying() {
+fn refusals_of_the_configuration_are_retried_until_they_pass() {
+    // A rotated token, a deploy that routes to a 404 for a moment, a redirect: not the lines'
+    // fault, so never dropped.
     run_test(|m| async move {
         let (loki, addr) = FakeLoki::start().await;
-        *lock(&loki.always) = Some(401);
+        lock(&loki.script).extend([Reply(401, None), Reply(403, None), Reply(404, None), Reply(302, None)]);
         let budget = Budget::new(1000, 1 << 20);
         run_sink(&config(addr), vec![input(&budget, "t", &[("a", &["1", "2"]), ("b", &["3"])])]).await;
-        assert_eq!(loki.requests(), 1, "401 is neither retried nor split");
-        assert_eq!(m.counter("sluice_sink_dropped_entries_total", &[("reason", "unauthorized")]), 3);
-        assert_eq!(m.counter("sluice_sink_retries_total", &[("reason", "server_error")]), 0);
+        assert_eq!(loki.requests(), 5);
+        for reason in ["unauthorized", "forbidden", "not_found", "redirect"] {
+            assert_eq!(m.counter("sluice_sink_retries_total", &[("reason", reason)]), 1, "{reason}");
+        }
+        assert_eq!(m.counter("sluice_sink_sent_entries_total", &[]), 3);
+        assert_eq!(m.counter("sluice_sink_dropped_entries_total", &[("reason", "unauthorized")]), 0);
         assert_eq!((budget.entries(), budget.bytes()), (0, 0));
     });
 }
@@ -414,7 +462,7 @@ fn batch_wait_flushes_without_shutdown() {
         let mut config = config(addr);
         config.batch_wait = Duration::from_millis(100);
         let budget = Budget::new(1000, 1 << 20);
-        let sink = LokiSink::new(SINK, &config).expect("sink starts");
+        let sink = LokiSink::new(SINK, &config, None).expect("sink starts");
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(sink.run(rx));
         let sent = Instant::now();
@@ -482,17 +530,17 @@ fn basic_auth_and_bad_settings() {
     assert!(value.is_sensitive());
 
     let ok = LokiSinkConfig::new("http://127.0.0.1:3100");
-    assert!(LokiSink::new(SINK, &ok).is_ok());
+    assert!(LokiSink::new(SINK, &ok, None).is_ok());
     let mut bad = ok.clone();
     bad.url = "ftp://x".into();
-    assert!(LokiSink::new(SINK, &bad).is_err());
+    assert!(LokiSink::new(SINK, &bad, None).is_err());
     let mut bad = ok.clone();
     bad.headers.insert("X-Scope-OrgID".into(), "t".into());
-    assert!(LokiSink::new(SINK, &bad).expect_err("tenant header").contains("tenant"));
+    assert!(LokiSink::new(SINK, &bad, None).expect_err("tenant header").contains("tenant"));
     let mut bad = ok.clone();
     bad.headers.insert("X-Ok".into(), "line\nbreak".into());
-    assert!(LokiSink::new(SINK, &bad).is_err());
+    assert!(LokiSink::new(SINK, &bad, None).is_err());
     let mut bad = ok;
     bad.tenant = Some("bad\ntenant".into());
-    assert!(LokiSink::new(SINK, &bad).is_err());
+    assert!(LokiSink::new(SINK, &bad, None).is_err());
 }
