@@ -37,6 +37,18 @@ pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> io::Result<()> {
     io::Write::write_all(&mut create(path)?, bytes.as_ref())
 }
 
+/// [`write`], then syncs the file: for what a confirmation relies on.
+pub fn write_synced(path: &Path, bytes: impl AsRef<[u8]>) -> io::Result<()> {
+    let mut file = create(path)?;
+    io::Write::write_all(&mut file, bytes.as_ref())?;
+    file.sync_all()
+}
+
+/// Syncs a directory, so the names created or renamed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// Why `path` may not be trusted: it belongs to another user, or others may write it.
 pub fn check_owned(path: &Path) -> Result<(), String> {
     #[cfg(unix)]

@@ -86,7 +86,7 @@ impl DeadLetter {
             let parent = to.parent().unwrap_or(&self.dir);
             crate::private_fs::create_dir_all(parent)?;
             fs::rename(&object.data, &to)?;
-            fs::File::open(parent)?.sync_all()?;
+            crate::private_fs::sync_dir(parent)?;
             fs::remove_file(&object.key_file)?;
             moved.push(to);
         }

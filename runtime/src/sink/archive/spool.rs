@@ -359,8 +359,11 @@ impl Spool {
         let id = format!("{millis}-{:08x}-{:06}", self.instance, self.sequence);
         let key = format!("{prefix}/{id}.{}", extension(self.config.format, self.config.compression));
         let dir = &self.config.dir;
-        crate::private_fs::write(&dir.join(format!("{id}.key")), &key)?;
+        // The log's records are confirmed once this object's data is synced (`checkpoint`),
+        // so its key and both names must be on disk by then: recovery needs them to upload it.
+        crate::private_fs::write_synced(&dir.join(format!("{id}.key")), &key)?;
         let file = crate::private_fs::create(&dir.join(format!("{id}.open")))?;
+        crate::private_fs::sync_dir(dir)?;
         let out = Counting { file: BufWriter::with_capacity(64 * 1024, file), written: 0 };
         let encoder = Encoder::new(out, self.config.format, self.config.compression, self.config.level)?;
         let tenant = Arc::clone(tenant);
@@ -383,6 +386,8 @@ impl Spool {
         let dir = &self.config.dir;
         let data = dir.join(format!("{}.ready", object.id));
         fs::rename(dir.join(format!("{}.open", object.id)), &data)?;
+        // A Parquet object left `.open` by a crash is not salvaged: the rename must last.
+        crate::private_fs::sync_dir(dir)?;
         Pending::settle_marks(object.marks);
         self.ready.push(Sealed {
             data,
