@@ -75,6 +75,8 @@ pub enum AppendError {
     Full { size: u64, max: u64 },
     #[error("cannot write the write-ahead log: {0}")]
     Io(#[from] io::Error),
+    #[error("the write-ahead log could not be synced to disk; it answers again once a new segment syncs")]
+    SyncFailed,
     #[error("sluice is shutting down")]
     Closed,
 }
@@ -84,7 +86,7 @@ impl AppendError {
     pub fn ack_kind(&self) -> AckFailureKind {
         match self {
             Self::Full { .. } => AckFailureKind::Overloaded,
-            Self::Io(_) | Self::Closed => AckFailureKind::Unavailable,
+            Self::Io(_) | Self::SyncFailed | Self::Closed => AckFailureKind::Unavailable,
         }
     }
 }
@@ -132,6 +134,9 @@ pub struct Wal {
     syncer: Mutex<Option<JoinHandle<()>>>,
     /// The last cursor save failed (warned once until one succeeds).
     cursors_failing: AtomicBool,
+    /// Syncs still to fail (tests).
+    #[cfg(test)]
+    fail_syncs: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Wal {
@@ -160,6 +165,11 @@ struct State {
     /// segment, so the active one can be removed once delivered: on a disk smaller than a
     /// segment, that is what gives space back.
     failing: bool,
+    /// The last sync failed: what the page cache holds of the active segment may never reach
+    /// the disk, and a later sync of the same file can succeed without writing it (Linux
+    /// forgets the error once reported). So no append goes there again: appends are refused
+    /// (503) until the syncer has started a new segment and synced it.
+    sync_failed: bool,
 }
 
 /// With `fsync: interval`, a sync starts early once this much is unsynced.
@@ -236,6 +246,7 @@ impl Wal {
             closed: false,
             stopping: false,
             failing: false,
+            sync_failed: false,
         };
         let wal = Arc::new(Self {
             dir,
@@ -249,6 +260,8 @@ impl Wal {
             trackers,
             syncer: Mutex::new(None),
             cursors_failing: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_syncs: std::sync::atomic::AtomicUsize::new(0),
         });
         let syncer = {
             let wal = Arc::clone(&wal);
@@ -305,6 +318,10 @@ impl Wal {
         let mut s = self.lock();
         if s.closed {
             return Err(AppendError::Closed);
+        }
+        if s.sync_failed {
+            metrics::counter!("sluice_wal_append_errors_total", "reason" => "fsync").increment(1);
+            return Err(AppendError::SyncFailed);
         }
         self.room(&s, len)?;
         let at = match self.write(&mut s, framed) {
@@ -381,6 +398,39 @@ impl Wal {
         Ok(())
     }
 
+    /// Starts a new segment after a failed sync, without syncing the old one again (that could
+    /// report a success that wrote nothing); appends go on once the new one and the directory
+    /// are synced. Tried again at the syncer's next round if that fails too.
+    fn start_after_failed_sync(&self, s: &mut State) {
+        let id = s.active_id + 1;
+        let started = create_segment(&self.dir, id).and_then(|file| {
+            self.sync(&file)?;
+            Ok(file)
+        });
+        match started {
+            Ok(file) => {
+                s.active = Arc::new(file);
+                s.active_id = id;
+                s.segments.insert(id, 0);
+                s.head = Position { segment: id, offset: 0 };
+                s.sync_failed = false;
+                s.failing = false;
+                tracing::info!(dir = %self.dir.display(), segment = id, "the write-ahead log syncs again; appends go on in a new segment");
+            }
+            Err(e) => tracing::debug!(error = %e, "the write-ahead log still cannot sync"),
+        }
+    }
+
+    /// `fsync` of a segment (the place tests make it fail).
+    fn sync(&self, file: &File) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_syncs.load(Ordering::Relaxed) > 0 {
+            self.fail_syncs.fetch_sub(1, Ordering::Relaxed);
+            return Err(io::Error::other("injected sync failure"));
+        }
+        file.sync_data()
+    }
+
     /// What a reader at `at` may read, waiting up to `timeout` for something new.
     pub fn readable(&self, at: Position, timeout: Duration) -> Readable {
         let mut s = self.lock();
@@ -446,6 +496,9 @@ impl Wal {
         loop {
             let (acks, file, dirty, stopping) = {
                 let mut s = self.lock();
+                if s.sync_failed {
+                    self.start_after_failed_sync(&mut s);
+                }
                 if s.waiting.is_empty() && !s.stopping && s.dirty < SYNC_EARLY_BYTES {
                     s = self.sync_wanted.wait_timeout(s, tick).unwrap_or_else(|p| p.into_inner()).0;
                 }
@@ -456,13 +509,17 @@ impl Wal {
             };
             if dirty {
                 let started = Instant::now();
-                let result = file.sync_data();
+                let result = self.sync(&file);
                 metrics::histogram!("sluice_wal_fsync_duration_seconds")
                     .record(started.elapsed().as_secs_f64());
                 last_sync = Instant::now();
                 if let Err(e) = result {
                     metrics::counter!("sluice_wal_append_errors_total", "reason" => "fsync").increment(1);
-                    tracing::error!(error = %e, "cannot sync the write-ahead log");
+                    tracing::error!(
+                        error = %e,
+                        "cannot sync the write-ahead log; pushes are answered 503 until a new segment syncs"
+                    );
+                    self.lock().sync_failed = true;
                     for ack in &acks {
                         ack.fail_with(
                             AckFailureKind::Unavailable,
@@ -569,7 +626,7 @@ fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
         .create(true)
         .truncate(true)
         .open(segment_path(dir, id))?;
-    File::open(dir)?.sync_all()?;
+    crate::private_fs::sync_dir(dir)?;
     Ok(file)
 }
 

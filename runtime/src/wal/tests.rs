@@ -293,3 +293,38 @@ async fn a_failed_write_is_refused_and_writing_goes_on_in_a_new_segment_so_the_o
     let (_, recovered) = Wal::open(&cfg, dir.path(), &sinks(&["loki"])).expect("reopens");
     assert_eq!((recovered.torn_bytes, recovered.damaged), (0, 0));
 }
+
+#[test]
+fn after_a_failed_sync_appends_are_refused_until_a_new_segment_syncs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = config(dir.path(), 1 << 20, 1 << 24, FsyncPolicy::Interval);
+    let (wal, _) = Wal::open(&cfg, dir.path(), &sinks(&["loki"])).expect("opens");
+    let first = append(&wal, &["loki"], &["before"]).expect("appends");
+    // Two failures: the sync of `before`, then the first try at a new segment.
+    wal.fail_syncs.store(2, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !wal.lock().sync_failed {
+        assert!(Instant::now() < deadline, "the syncer did not sync");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = append(&wal, &["loki"], &["during"]).expect_err("refused while unsynced");
+    assert!(matches!(err, AppendError::SyncFailed), "{err}");
+    assert_eq!(err.ack_kind(), AckFailureKind::Unavailable, "503");
+    // Once a new segment syncs, appends go on there, never in the segment that failed.
+    let at = loop {
+        match append(&wal, &["loki"], &["after"]) {
+            Ok(at) => break at,
+            Err(AppendError::SyncFailed) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("still refused: {e}"),
+        }
+    };
+    assert!(at.segment > first.segment, "{at:?} after {first:?}");
+    assert_eq!(
+        wal.fail_syncs.load(Ordering::Relaxed),
+        0,
+        "the new segment's first sync failed too and was retried"
+    );
+    wal.shutdown();
+}
