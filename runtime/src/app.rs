@@ -67,8 +67,14 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let pipeline = Arc::new(pipeline);
     let budget = Budget::new(config.queue.max_entries as u64, config.queue.max_bytes.as_u64());
     let mut ingest = Ingest::new(&config, Arc::clone(&pipeline), Arc::clone(&budget), metrics);
-    let reloading =
-        Reloading::new(reloader, Arc::clone(&pipeline), Arc::clone(&ingest.tenants), workers, &config);
+    let reloading = Reloading::new(
+        reloader,
+        Arc::clone(&pipeline),
+        Arc::clone(&ingest.tenants),
+        workers,
+        &config,
+        wal.is_some(),
+    );
     ingest.wal = wal.clone();
     ingest.reload = Some(reloading.hook());
     let state = Arc::new(ingest);

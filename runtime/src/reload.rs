@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::app::{Reloader, build_generation};
-use crate::config::{Config, ReloadConfig};
+use crate::config::{AckMode, Config, ReloadConfig};
 use crate::ingest::{ReloadHook, ReloadOutcome, Tenants};
 use crate::pipeline::Pipeline;
 
@@ -31,6 +31,8 @@ pub struct Reloading {
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
     running: Mutex<Running>,
+    /// Whether the write-ahead log is open.
+    has_wal: bool,
 }
 
 /// What the running configuration was, to tell what a reload may change.
@@ -62,6 +64,14 @@ impl Running {
     }
 }
 
+/// Whether a route or tenant of `config` sets `ack: on_disk` itself.
+fn asks_for_the_log(config: &Config) -> bool {
+    let on_disk = |a: Option<AckMode>| a == Some(AckMode::OnDisk);
+    config.routes.iter().any(|r| on_disk(r.ack))
+        || config.default_route.as_ref().is_some_and(|d| on_disk(d.ack))
+        || config.tenants.overrides.values().any(|t| on_disk(t.ack))
+}
+
 /// Modification time and length of each file; `None` when it cannot be read.
 fn stamp(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
     files
@@ -71,14 +81,17 @@ fn stamp(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 }
 
 impl Reloading {
+    /// `has_wal`: whether the write-ahead log was opened at start (a reload cannot open it).
     pub fn new(
         reloader: Reloader,
         pipeline: Arc<Pipeline>,
         tenants: Arc<Tenants>,
         workers: usize,
         config: &Config,
+        has_wal: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
+            has_wal,
             reloader,
             pipeline,
             tenants,
@@ -145,6 +158,15 @@ impl Reloading {
                 .collect();
             (next.generation, changed)
         };
+        // Without a log, an `on_disk` route would quietly acknowledge from memory: a promise
+        // the reload cannot keep. (A changed `wal.ack` is restart-only, reported below.)
+        if !self.has_wal && asks_for_the_log(&config) {
+            return Err(refused(
+                "a route or tenant now acknowledges `on_disk`, but the write-ahead log was not opened at start \
+                 (nothing acknowledged on_disk then): restart sluice to apply it"
+                    .into(),
+            ));
+        }
         let mut generation = build_generation(id, &config, current.sinks.clone(), self.workers)
             .map_err(|e| refused(format!("{e:#}")))?;
         // `wal` (its default acknowledgement mode included) takes effect after a restart.

@@ -205,3 +205,25 @@ async fn a_changed_plugin_file_or_config_reloads_by_itself() {
     ok_or_logs(r.wait_for(3, DELIVERY).await, &sluice);
     assert_eq!(r.entries_where("t", &[("version", "v2")]).len(), 2, "{}", sluice.logs());
 }
+
+/// A reload that would make a route acknowledge `on_disk` when sluice started without a log is
+/// refused (400, saying a restart applies it): before, the route quietly acknowledged from
+/// memory what it promised was on disk.
+#[tokio::test]
+async fn a_reload_cannot_promise_on_disk_without_a_log() {
+    let r = Receiver::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sluice.yaml");
+    let base = "server: { admin_token: reload-secret }\nreload: { watch: false }\nwal: { ack: in_memory }\n";
+    std::fs::write(&path, loki_config(&r.url(), base)).expect("write config");
+    let sluice = start(&path).await;
+    let on_disk = format!("{base}default_route: {{ sinks: [loki], ack: on_disk }}\n");
+    std::fs::write(&path, loki_config(&r.url(), &on_disk)).expect("write config");
+    let (status, body) = post_reload(&sluice).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("on_disk") && body.contains("restart"), "{body}");
+    let resp =
+        sluice.push_proto(Some("t"), &one(r#"{app="x"}"#, vec![entry(now_ns(), "still in memory")])).await;
+    assert_eq!(resp.status, 204);
+    ok_or_logs(r.wait_for(1, DELIVERY).await, &sluice);
+}
