@@ -4,6 +4,7 @@ mode so that short runs reach the deep code at once. Deterministic; run it again
 a harness's input layout (the first byte of every input picks the harness's mode, see each
 target's doc comment).
 
+    pip install xxhash==3.5.0   # the log's frame check (xxh3-64, seeded)
     python3 runtime/fuzz/gen_seeds.py
 """
 
@@ -12,6 +13,8 @@ import hashlib
 import pathlib
 import struct
 import zlib
+
+import xxhash
 
 ROOT = pathlib.Path(__file__).resolve().parent / "seeds"
 NOW = 1_700_000_000_000_000_000
@@ -323,8 +326,14 @@ def plugin_batch():
 
 # --- write-ahead log -----------------------------------------------------------------------
 
+# The frame key of the wal_record target (its KEY).
+FRAME_KEY = 0x5EED_F022
+HEADER = 16
+
+
 def frame(payload):
-    return b"SLW\x01" + struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+    check = xxhash.xxh3_64_intdigest(payload, seed=FRAME_KEY)
+    return b"SLW\x02" + struct.pack("<IQ", len(payload), check) + payload
 
 
 def rec_str32(s):
@@ -363,18 +372,18 @@ def wal_record():
     seg = frame(r1) + frame(r2) + frame(r3)
     write(t, "segment", b"\x00" + seg)
     damaged = bytearray(seg)
-    damaged[12 + 5] ^= 0xFF
+    damaged[HEADER + 5] ^= 0xFF
     write(t, "segment-damaged", b"\x00" + bytes(damaged))
     write(t, "segment-torn", b"\x00" + seg + frame(r1)[:20])
     write(t, "segment-short-end", bytes([0x58]) + seg)
     write(t, "segment-long-end", bytes([0xEC]) + seg)
-    write(t, "segment-garbage", b"\x00" + b"garbage" + frame(r2) + b"SLW\x01\xff\xff\xff\x3f" + frame(r3))
+    write(t, "segment-garbage", b"\x00" + b"garbage" + frame(r2) + b"SLW\x02\xff\xff\xff\x3f" + frame(r3))
     # One flipped bit in a record whose line holds a magic and a length past the end: the
     # search after the damage stops at that fake header, as at a torn tail.
-    a = record("fake", ["loki"], [([("app", "api")], [(NOW, "user text SLW\x01\x7f\x7f\x7f\x3f end", [])])])
+    a = record("fake", ["loki"], [([("app", "api")], [(NOW, "user text SLW\x02\x7f\x7f\x7f\x3f end", [])])])
     b = record("fake", ["loki"], [([("app", "api")], [(NOW, "a later, intact record", [])])])
     seg2 = bytearray(frame(a) + frame(b))
-    seg2[12 + 3] ^= 0x01
+    seg2[HEADER + 3] ^= 0x01
     write(t, "segment-damage-embedded-magic", b"\x00" + bytes(seg2))
     pieces = b""
     for p in (r1, b"junk", r2, b"", r3):

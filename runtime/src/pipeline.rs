@@ -348,13 +348,14 @@ impl Worker {
         }
         if let (AckMode::OnDisk, Some(wal)) = (to.mode, &self.wal) {
             self.record.clear();
-            let start = wal::frame::begin(&mut self.record);
+            let format = wal.frame_format();
+            let start = wal::frame::begin(format, &mut self.record);
             let names: Vec<&str> = sinks.iter().map(|s| &*s.name).collect();
             if let Err(e) = wal::record::encode(&batch.tenant, &names, &batch.streams, &mut self.record) {
                 to.ack.fail(format!("cannot write the batch to the write-ahead log: {e}"));
                 return;
             }
-            wal::frame::finish(&mut self.record, start);
+            wal::frame::finish(format, &mut self.record, start);
             if let Err(e) = wal.append(&self.record, to.ack.clone()) {
                 to.ack.fail_with(e.ack_kind(), e.to_string());
             }

@@ -40,7 +40,7 @@ pub mod record;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read as _};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +52,7 @@ pub use reader::{Mark, Tracker};
 
 use crate::config::{FsyncPolicy, WalConfig};
 use crate::model::{Ack, AckFailureKind};
+use frame::Format;
 
 /// Where a record starts (or where reading resumes): a segment and a byte offset in it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -121,6 +122,8 @@ pub struct Recovered {
 /// The log. Appends come from the pipeline workers; each configured sink has a [`Tracker`].
 pub struct Wal {
     dir: PathBuf,
+    /// Seeds every record's check (see [`frame`]).
+    key: FrameKey,
     max_size: u64,
     segment_size: u64,
     fsync: FsyncPolicy,
@@ -201,10 +204,13 @@ impl Wal {
             segments.insert(id, len);
         }
         let mut recovered = Recovered { segments: segments.len(), ..Recovered::default() };
+        let active_id = segments.keys().next_back().map_or(1, |id| id + 1);
+        let key = FrameKey::open(&dir, &segments, active_id).map_err(|e| context("frame-key", e))?;
         if let Some((&last, &len)) = segments.iter().next_back() {
             let path = segment_path(&dir, last);
             let file = File::open(&path).map_err(|e| context("cannot open the last segment", e))?;
-            let scanned = frame::scan(file, len).map_err(|e| context("cannot read the last segment", e))?;
+            let scanned = frame::scan(file, len, key.format_of(last))
+                .map_err(|e| context("cannot read the last segment", e))?;
             recovered.damaged = scanned.damaged;
             if scanned.valid_end < len {
                 recovered.torn_bytes = len - scanned.valid_end;
@@ -216,7 +222,6 @@ impl Wal {
                 metrics::counter!("sluice_wal_torn_tails_total").increment(1);
             }
         }
-        let active_id = segments.keys().next_back().map_or(1, |id| id + 1);
         let active = create_segment(&dir, active_id).map_err(|e| context("cannot create a segment", e))?;
         segments.insert(active_id, 0);
         let total = segments.values().sum();
@@ -249,6 +254,7 @@ impl Wal {
             sync_failed: false,
         };
         let wal = Arc::new(Self {
+            key,
             dir,
             max_size: config.max_size.as_u64(),
             segment_size: config.segment_size.as_u64().max(frame::HEADER_LEN as u64),
@@ -304,6 +310,16 @@ impl Wal {
             return Err(AppendError::Full { size: s.total, max: self.max_size });
         }
         Ok(())
+    }
+
+    /// How appended records must be framed.
+    pub fn frame_format(&self) -> Format {
+        Format::Keyed(self.key.key)
+    }
+
+    /// How the records of segment `id` were framed.
+    pub fn format_of(&self, id: u64) -> Format {
+        self.key.format_of(id)
     }
 
     /// Bytes on disk.
@@ -628,6 +644,62 @@ fn create_segment(dir: &Path, id: u64) -> io::Result<File> {
         .open(segment_path(dir, id))?;
     crate::private_fs::sync_dir(dir)?;
     Ok(file)
+}
+
+/// The log's frame key, in `<dir>/frame-key`: 8 random bytes that seed every record's check,
+/// and the first segment framed with it (the ones before are legacy, from before it existed).
+#[derive(Debug, Clone, Copy)]
+struct FrameKey {
+    key: u64,
+    since: u64,
+}
+
+impl FrameKey {
+    /// Reads the key, or makes one for a log that has none; `next` is the id of the segment
+    /// about to be created.
+    fn open(dir: &Path, segments: &BTreeMap<u64, u64>, next: u64) -> io::Result<Self> {
+        let path = dir.join("frame-key");
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let bytes: [u8; 16] = bytes.try_into().map_err(|b: Vec<u8>| {
+                    io::Error::other(format!(
+                        "{} has {} bytes, not 16: it is damaged",
+                        path.display(),
+                        b.len()
+                    ))
+                })?;
+                let (key, since) = bytes.split_at(8);
+                let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                Ok(Self { key: word(key), since: word(since) })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Segments framed with a key that is gone could not be told from damage.
+                for &id in segments.keys() {
+                    let mut magic = [0u8; 4];
+                    let file = File::open(segment_path(dir, id))?;
+                    if file.read_exact_at(&mut magic, 0).is_ok() && magic == frame::MAGIC {
+                        return Err(io::Error::other(format!(
+                            "{} is missing, but segment {id} was framed with it: restore the file",
+                            path.display()
+                        )));
+                    }
+                }
+                let mut key = [0u8; 8];
+                File::open("/dev/urandom")?.read_exact(&mut key)?;
+                let made = Self { key: u64::from_le_bytes(key), since: next };
+                let mut bytes = key.to_vec();
+                bytes.extend_from_slice(&next.to_le_bytes());
+                crate::private_fs::write_synced(&path, bytes)?;
+                crate::private_fs::sync_dir(dir)?;
+                Ok(made)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn format_of(&self, segment: u64) -> Format {
+        if segment >= self.since { Format::Keyed(self.key) } else { Format::Legacy }
+    }
 }
 
 /// The cursor file of `sink`; the name is escaped so any sink name makes one plain file name.

@@ -203,7 +203,7 @@ impl Reader {
             };
             if file.as_ref().is_none_or(|(id, _)| *id != at.segment) {
                 match File::open(self.wal.segment_path(at.segment)) {
-                    Ok(f) => file = Some((at.segment, SegmentReader::new(f))),
+                    Ok(f) => file = Some((at.segment, SegmentReader::new(f, self.wal.format_of(at.segment)))),
                     Err(e) => {
                         tracing::error!(sink = %sink_name, segment = at.segment, error = %e, "cannot open a write-ahead log segment; skipping it");
                         at.offset = end;

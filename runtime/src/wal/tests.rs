@@ -28,17 +28,19 @@ fn batch(lines: &[&str]) -> Batch {
     Batch { tenant: "t".into(), streams: vec![Stream { labels, entries }] }
 }
 
-fn framed(sinks: &[&str], b: &Batch) -> Vec<u8> {
+/// A record framed as `wal` frames it (or, without one, with a key of its own: for sizes).
+fn framed(wal: Option<&Wal>, sinks: &[&str], b: &Batch) -> Vec<u8> {
+    let format = wal.map_or(Format::Keyed(0), Wal::frame_format);
     let mut out = Vec::new();
-    let start = frame::begin(&mut out);
+    let start = frame::begin(format, &mut out);
     record::encode(&b.tenant, sinks, &b.streams, &mut out).expect("encodes");
-    frame::finish(&mut out, start);
+    frame::finish(format, &mut out, start);
     out
 }
 
 fn append(wal: &Wal, sinks: &[&str], lines: &[&str]) -> Result<Position, AppendError> {
     let (ack, _waiter) = Ack::new();
-    wal.append(&framed(sinks, &batch(lines)), ack)
+    wal.append(&framed(Some(wal), sinks, &batch(lines)), ack)
 }
 
 /// Starts the reader of `sink`; returns its input channel.
@@ -156,7 +158,7 @@ fn a_torn_tail_is_cut_at_start_and_writing_goes_on_in_a_new_segment() {
     // A crash in the middle of a write: half a record at the tail.
     let path = segment_path(dir.path(), segment);
     let whole = fs::metadata(&path).expect("segment").len();
-    let torn = framed(&["loki"], &batch(&["cut off"]));
+    let torn = framed(None, &["loki"], &batch(&["cut off"]));
     let mut bytes = fs::read(&path).expect("read");
     bytes.extend_from_slice(&torn[..torn.len() / 2]);
     fs::write(&path, &bytes).expect("write");
@@ -200,7 +202,7 @@ async fn a_damaged_record_in_the_middle_is_skipped_and_the_rest_delivered() {
 #[test]
 fn appends_beyond_max_size_are_refused_until_sinks_catch_up() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let one = framed(&["loki"], &batch(&["x"])).len() as u64;
+    let one = framed(None, &["loki"], &batch(&["x"])).len() as u64;
     let cfg = config(dir.path(), one * 2, one * 3, FsyncPolicy::Interval);
     let (wal, _) = Wal::open(&cfg, dir.path(), &sinks(&["loki"])).expect("opens");
     for _ in 0..3 {
@@ -228,7 +230,7 @@ async fn with_fsync_batch_a_push_is_acknowledged_after_the_sync() {
     let cfg = config(dir.path(), 1 << 20, 1 << 24, FsyncPolicy::Batch);
     let (wal, _) = Wal::open(&cfg, dir.path(), &sinks(&["loki"])).expect("opens");
     let (ack, waiter) = Ack::new();
-    wal.append(&framed(&["loki"], &batch(&["synced"])), ack).expect("appends");
+    wal.append(&framed(Some(&wal), &["loki"], &batch(&["synced"])), ack).expect("appends");
     {
         let s = wal.lock();
         assert!(
@@ -327,4 +329,41 @@ fn after_a_failed_sync_appends_are_refused_until_a_new_segment_syncs() {
         "the new segment's first sync failed too and was retried"
     );
     wal.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_from_before_the_frame_key_is_read_and_new_segments_are_keyed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = config(dir.path(), 1 << 20, 1 << 24, FsyncPolicy::Interval);
+    // What an earlier version left: a segment in the first framing, no frame-key.
+    let mut legacy = Vec::new();
+    let b = batch(&["from before the upgrade"]);
+    let start = frame::begin(Format::Legacy, &mut legacy);
+    record::encode(&b.tenant, &["loki"], &b.streams, &mut legacy).expect("encodes");
+    frame::finish(Format::Legacy, &mut legacy, start);
+    fs::create_dir_all(dir.path().join("cursors")).expect("dir");
+    fs::write(segment_path(dir.path(), 1), &legacy).expect("write");
+
+    let (wal, recovered) = Wal::open(&cfg, dir.path(), &sinks(&["loki"])).expect("opens");
+    assert_eq!((recovered.torn_bytes, recovered.damaged), (0, 0), "the legacy segment is whole");
+    assert_eq!(wal.format_of(1), Format::Legacy);
+    assert!(matches!(wal.format_of(2), Format::Keyed(_)) && wal.format_of(2) == wal.frame_format());
+    append(&wal, &["loki"], &["after the upgrade"]).expect("appends");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut rx = follow(&wal, "loki", &stop);
+    assert_eq!(lines(&next(&mut rx).await), ["from before the upgrade"]);
+    assert_eq!(lines(&next(&mut rx).await), ["after the upgrade"]);
+    stop.store(true, Ordering::Release);
+    wal.shutdown();
+    drop(wal);
+
+    // The key survives a restart; without it, keyed segments cannot be read: refuse to start.
+    let key = fs::read(dir.path().join("frame-key")).expect("a frame key");
+    let (wal, _) = Wal::open(&cfg, dir.path(), &sinks(&["loki"])).expect("reopens");
+    assert_eq!(fs::read(dir.path().join("frame-key")).expect("key"), key);
+    wal.shutdown();
+    drop(wal);
+    fs::remove_file(dir.path().join("frame-key")).expect("remove");
+    let e = Wal::open(&cfg, dir.path(), &sinks(&["loki"])).expect_err("a lost key");
+    assert!(e.contains("frame-key") && e.contains("restore"), "{e}");
 }
