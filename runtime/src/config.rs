@@ -133,8 +133,9 @@ pub struct ServerConfig {
     pub max_entries_per_push: usize,
     /// Most streams in one push; more → 413.
     pub max_streams_per_push: usize,
-    /// Pushes decoded at once, on threads of their own (never the HTTP threads); 0 means one
-    /// per CPU core. Further pushes wait for a free one.
+    /// Pushes larger than 1 MiB decompressed decoded at once, on threads of their own (never
+    /// the HTTP threads; smaller ones are decoded there); 0 means one per CPU core. Further
+    /// pushes wait for a free one.
     pub decode_threads: usize,
     /// How long a client may take to send a request's headers, and to start its next request on
     /// a kept-alive connection; then the connection is closed (an idle client reconnects).
