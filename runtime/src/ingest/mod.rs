@@ -398,14 +398,14 @@ async fn decode_off_runtime(
 ) -> Result<(Decoded, Charge), IngestError> {
     let header =
         |name| headers.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok()).map(str::to_string);
-    let push = Arc::new(PushToDecode {
+    let push = PushToDecode {
         body,
         content_type: header(header::CONTENT_TYPE),
         content_encoding: header(header::CONTENT_ENCODING),
         tenant: tenant.clone(),
         budget: Arc::clone(&s.budget),
         push_limits: s.push_limits,
-    });
+    };
     let small = push.body.len() <= DECODE_INLINE && s.max_decompressed_size > DECODE_INLINE;
     let result = match small.then(|| push.decode(DECODE_INLINE)) {
         Some(Err(DecodeError::TooLarge { .. })) | None => {
