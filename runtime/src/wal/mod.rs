@@ -175,6 +175,16 @@ struct State {
     sync_failed: bool,
 }
 
+impl State {
+    /// Makes `file`, the new segment `id`, the one appends go to.
+    fn start_segment(&mut self, id: u64, file: File) {
+        self.active = Arc::new(file);
+        self.active_id = id;
+        self.segments.insert(id, 0);
+        self.head = Position { segment: id, offset: 0 };
+    }
+}
+
 /// With `fsync: interval`, a sync starts early once this much is unsynced.
 const SYNC_EARLY_BYTES: u64 = 8 << 20;
 
@@ -404,11 +414,7 @@ impl Wal {
     fn rotate(&self, s: &mut State) -> io::Result<()> {
         s.active.sync_data()?;
         let id = s.active_id + 1;
-        let file = create_segment(&self.dir, id)?;
-        s.active = Arc::new(file);
-        s.active_id = id;
-        s.segments.insert(id, 0);
-        s.head = Position { segment: id, offset: 0 };
+        s.start_segment(id, create_segment(&self.dir, id)?);
         // Acknowledgements waiting for a sync are covered by the one above.
         s.waiting.clear();
         Ok(())
@@ -425,10 +431,7 @@ impl Wal {
         });
         match started {
             Ok(file) => {
-                s.active = Arc::new(file);
-                s.active_id = id;
-                s.segments.insert(id, 0);
-                s.head = Position { segment: id, offset: 0 };
+                s.start_segment(id, file);
                 s.sync_failed = false;
                 s.failing = false;
                 tracing::info!(dir = %self.dir.display(), segment = id, "the write-ahead log syncs again; appends go on in a new segment");
