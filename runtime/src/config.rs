@@ -439,11 +439,15 @@ impl WalConfig {
 
     /// True when some route or tenant of `config` acknowledges on disk, i.e. the log is used.
     pub fn in_use(config: &Config) -> bool {
-        let on_disk = |a: &Option<AckMode>| a.unwrap_or(config.wal.ack) == AckMode::OnDisk;
-        config.wal.ack == AckMode::OnDisk
-            || config.routes.iter().any(|r| r.ack == Some(AckMode::OnDisk))
-            || config.default_route.as_ref().is_some_and(|d| on_disk(&d.ack))
-            || config.tenants.overrides.values().any(|t| t.ack == Some(AckMode::OnDisk))
+        config.wal.ack == AckMode::OnDisk || Self::asked_for(config)
+    }
+
+    /// True when a route or tenant sets `ack: on_disk` itself (whatever `wal.ack` says).
+    pub fn asked_for(config: &Config) -> bool {
+        let on_disk = |a: Option<AckMode>| a == Some(AckMode::OnDisk);
+        config.routes.iter().any(|r| on_disk(r.ack))
+            || config.default_route.as_ref().is_some_and(|d| on_disk(d.ack))
+            || config.tenants.overrides.values().any(|t| on_disk(t.ack))
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::app::{Reloader, build_generation};
-use crate::config::{AckMode, Config, ReloadConfig};
+use crate::config::{Config, ReloadConfig, WalConfig};
 use crate::ingest::{ReloadHook, ReloadOutcome, Tenants};
 use crate::pipeline::Pipeline;
 
@@ -62,14 +62,6 @@ impl Running {
             watched,
         }
     }
-}
-
-/// Whether a route or tenant of `config` sets `ack: on_disk` itself.
-fn asks_for_the_log(config: &Config) -> bool {
-    let on_disk = |a: Option<AckMode>| a == Some(AckMode::OnDisk);
-    config.routes.iter().any(|r| on_disk(r.ack))
-        || config.default_route.as_ref().is_some_and(|d| on_disk(d.ack))
-        || config.tenants.overrides.values().any(|t| on_disk(t.ack))
 }
 
 /// Modification time and length of each file; `None` when it cannot be read.
@@ -160,7 +152,7 @@ impl Reloading {
         };
         // Without a log, an `on_disk` route would quietly acknowledge from memory: a promise
         // the reload cannot keep. (A changed `wal.ack` is restart-only, reported below.)
-        if !self.has_wal && asks_for_the_log(&config) {
+        if !self.has_wal && WalConfig::asked_for(&config) {
             return Err(refused(
                 "a route or tenant now acknowledges `on_disk`, but the write-ahead log was not opened at start \
                  (nothing acknowledged on_disk then): restart sluice to apply it"
