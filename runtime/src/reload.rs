@@ -64,10 +64,11 @@ impl Running {
     }
 }
 
-/// Modification time and length of each file; `None` when it cannot be read.
-fn stamp(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+/// Modification time and length of each file; `None` when it cannot be read. What the
+/// watchers compare to tell that a file changed (the configuration, plugins, TLS files).
+pub(crate) fn stamp<'a>(files: impl IntoIterator<Item = &'a PathBuf>) -> Vec<Option<(SystemTime, u64)>> {
     files
-        .iter()
+        .into_iter()
         .map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
         .collect()
 }

@@ -161,11 +161,7 @@ impl Tls {
     fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
         let files =
             [Some(&self.config.cert_file), Some(&self.config.key_file), self.config.client_ca_file.as_ref()];
-        files
-            .into_iter()
-            .flatten()
-            .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
-            .collect()
+        crate::reload::stamp(files.into_iter().flatten())
     }
 }
 
