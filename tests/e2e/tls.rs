@@ -153,6 +153,13 @@ async fn a_renewed_certificate_is_used_without_a_restart_and_a_broken_one_is_not
         "the renewed certificate stays in use"
     );
     assert!(sluice.logs().contains("TLS files changed but cannot be used"), "{}", sluice.logs());
+    let text =
+        metrics_client.get(sluice.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let expires =
+        crate::support::plugins::metric(&text, "sluice_tls_certificate_expiry_timestamp_seconds", &[]);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    assert!(expires.is_some_and(|t| t > now), "the expiry of the certificate in use: {text}");
 }
 
 /// With `client_auth: required`, a client without a certificate cannot connect; files that

@@ -51,9 +51,14 @@ pub struct ClientCert {
     pub common_name: Option<String>,
 }
 
-/// Builds the rustls configuration from the files `config` names.
+/// Builds the rustls configuration from the files `config` names, and sets
+/// `sluice_tls_certificate_expiry_timestamp_seconds` from the leaf certificate it holds, so an
+/// alert can fire before it runs out.
 pub fn load(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain = certificates(&config.cert_file, "certificate file")?;
+    let expires = x509_parser::parse_x509_certificate(&chain[0])
+        .map(|(_, leaf)| leaf.validity().not_after.timestamp())
+        .ok();
     let key = PrivateKeyDer::from_pem_file(&config.key_file).map_err(|source| match source {
         rustls::pki_types::pem::Error::NoItemsFound => {
             TlsError::Empty { what: "key file", path: config.key_file.clone(), expected: "private key" }
@@ -96,6 +101,9 @@ pub fn load(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     })?;
     // sluice serves HTTP/1.1 only.
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if let Some(at) = expires {
+        metrics::gauge!("sluice_tls_certificate_expiry_timestamp_seconds").set(at as f64);
+    }
     Ok(Arc::new(server))
 }
 
@@ -119,7 +127,6 @@ impl Tls {
     /// Loads the files; an error here stops the start.
     pub fn new(config: &TlsConfig) -> Result<Arc<Self>, TlsError> {
         let loaded = load(config)?;
-        record_expiry(&config.cert_file);
         Ok(Arc::new(Self { config: config.clone(), current: RwLock::new(loaded) }))
     }
 
@@ -145,7 +152,6 @@ impl Tls {
             match load(&self.config) {
                 Ok(loaded) => {
                     *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
-                    record_expiry(&self.config.cert_file);
                     metrics::counter!("sluice_tls_reloads_total", "result" => "applied").increment(1);
                     tracing::info!(cert = %self.config.cert_file.display(), "TLS files changed: new connections use them");
                 }
@@ -162,20 +168,6 @@ impl Tls {
         let files =
             [Some(&self.config.cert_file), Some(&self.config.key_file), self.config.client_ca_file.as_ref()];
         crate::reload::stamp(files.into_iter().flatten())
-    }
-}
-
-/// Sets `sluice_tls_certificate_expiry_timestamp_seconds` from the leaf certificate, so an
-/// alert can fire before it runs out.
-fn record_expiry(cert_file: &Path) {
-    let Ok(Some(leaf)) =
-        CertificateDer::pem_file_iter(cert_file).map(|mut it| it.next().and_then(Result::ok))
-    else {
-        return;
-    };
-    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(&leaf) {
-        metrics::gauge!("sluice_tls_certificate_expiry_timestamp_seconds")
-            .set(cert.validity().not_after.timestamp() as f64);
     }
 }
 
